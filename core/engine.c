@@ -1,0 +1,289 @@
+/*
+ * engine.c - the engine's lifecycle (create, start, run, stop, free), its
+ * loop (own or the host's), logging, and the event stream that goes to the
+ * host's C callback and to the policy's on_event hook.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef SY_DEFAULT_HOME
+#define SY_DEFAULT_HOME "."
+#endif
+
+const char *sy_strerror(int code)
+{
+    switch (code) {
+    case SY_OK: return "success";
+    case SY_EINVAL: return "invalid argument";
+    case SY_ENOMEM: return "out of memory";
+    case SY_ECONFIG: return "configuration refused";
+    case SY_EPOLICY: return "policy failed";
+    case SY_ENOTFOUND: return "not found";
+    case SY_ESTATE: return "not allowed in the current state";
+    case SY_EBUSY: return "a query is already in flight on this session";
+    case SY_ETIMEOUT: return "timed out";
+    case SY_ECONN: return "backend connection failed";
+    case SY_ESTOPPED: return "engine stopped";
+    case SY_ETOOBIG: return "argument too large";
+    case SY_EIO: return "system call failed";
+    default: return "unknown error";
+    }
+}
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void sy__log(sy_engine *e, int level, const char *fmt, ...)
+{
+    if (level < e->log_level)
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (e->on_log) {
+        e->on_log(e->log_user_data, level, msg);
+        return;
+    }
+    int l = level < 0 ? 0 : level > 3 ? 3 : level;
+    fprintf(stderr, "switchyard %s: %s\n", level_names[l], msg);
+}
+
+static const char *event_name(sy_event_type t)
+{
+    switch (t) {
+    case SY_EVENT_NODE_UP: return "node_up";
+    case SY_EVENT_NODE_DOWN: return "node_down";
+    case SY_EVENT_RELOAD_OK: return "reload_ok";
+    case SY_EVENT_RELOAD_FAILED: return "reload_failed";
+    case SY_EVENT_POOL_EXHAUSTED: return "pool_exhausted";
+    case SY_EVENT_POLICY_ERROR: return "policy_error";
+    }
+    return "unknown";
+}
+
+void sy__emit(sy_engine *e, sy_event_type type, const char *cluster,
+              const char *node, const char *fmt, ...)
+{
+    if (!e)
+        return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    sy_event ev = {
+        .type = type,
+        .name = event_name(type),
+        .cluster = cluster,
+        .node = node,
+        .message = msg,
+        .at = ev_now(e->loop),
+    };
+    if (e->on_event)
+        e->on_event(e->event_user_data, &ev);
+    if (e->lua)
+        sy__lua_on_event(e->lua, &ev);
+}
+
+int sy_engine_new(sy_engine **out, const sy_engine_options *o, char *err,
+                  size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    if (!out)
+        return SY_EINVAL;
+    *out = NULL;
+    if (!o || !o->config_path || !*o->config_path) {
+        sy__fmt(err, errlen, "options.config_path is required");
+        return SY_EINVAL;
+    }
+    sy_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return SY_ENOMEM;
+    const char *home = o->home ? o->home : getenv("SWITCHYARD_HOME");
+    e->home = sy__strdup(home && *home ? home : SY_DEFAULT_HOME);
+    e->config_path = sy__strdup(o->config_path);
+    e->on_event = o->on_event;
+    e->event_user_data = o->event_user_data;
+    e->on_log = o->on_log;
+    e->log_user_data = o->log_user_data;
+    e->log_level = o->log_level;
+    e->watch_files = o->watch_files;
+    e->handle_sighup = o->handle_sighup;
+    e->rand_state = (uint64_t)(uintptr_t)e;
+    sy_list_init(&e->sessions);
+    sy__request_init_engine(e);
+    if (!e->home || !e->config_path) {
+        sy_engine_free(e);
+        return SY_ENOMEM;
+    }
+    if (o->loop) {
+        e->loop = o->loop;
+    } else {
+        e->loop = ev_loop_new(EVFLAG_AUTO);
+        e->own_loop = 1;
+        if (!e->loop) {
+            sy__fmt(err, errlen, "cannot create an event loop");
+            sy_engine_free(e);
+            return SY_EIO;
+        }
+    }
+    char why[1024];
+    e->lua = sy__lua_load(e, e->config_path, e->home, NULL, why, sizeof why);
+    if (!e->lua) {
+        sy__fmt(err, errlen, "%s", why);
+        sy_engine_free(e);
+        return SY_ECONFIG;
+    }
+    e->log_level = o->log_level > e->lua->set.log_level ? o->log_level
+                                                         : e->lua->set.log_level;
+    *out = e;
+    return 0;
+}
+
+int sy_engine_start(sy_engine *e)
+{
+    if (!e)
+        return SY_EINVAL;
+    if (e->stopping || e->stopped)
+        return SY_ESTOPPED;
+    if (e->started)
+        return 0;
+    e->started = 1;
+    for (int i = 0; i < e->lua->topo.n; i++) {
+        sy__pool_start(&e->lua->topo.nodes[i]->pool);
+        sy__health_start(e->lua->topo.nodes[i]);
+    }
+    sy__reload_watch(e);
+    return 0;
+}
+
+int sy_engine_run(sy_engine *e)
+{
+    if (!e)
+        return SY_EINVAL;
+    if (!e->own_loop)
+        return SY_ESTATE;
+    if (!e->started) {
+        int rc = sy_engine_start(e);
+        if (rc < 0)
+            return rc;
+    }
+    while (!e->stopped)
+        if (!ev_run(e->loop, EVRUN_ONCE) && !e->stopped)
+            break; /* no watcher left: nothing can make progress */
+    return 0;
+}
+
+void sy__engine_check_stopped(sy_engine *e)
+{
+    if (!e->stopping || e->stopped || e->inflight > 0)
+        return;
+    /* Pinned sessions hold connections; they are released when the
+     * sessions are freed.  Everything idle closes now. */
+    for (int i = 0; i < e->lua->topo.n; i++) {
+        sy_pool *p = &e->lua->topo.nodes[i]->pool;
+        if (!p->closing)
+            sy__pool_close(p);
+        sy__health_stop(e->lua->topo.nodes[i]);
+    }
+    e->stopped = 1;
+    sy__reload_unwatch(e);
+    ev_timer_stop(e->loop, &e->deferred_timer);
+    if (e->stop_done) {
+        void (*done)(void *) = e->stop_done;
+        e->stop_done = NULL;
+        done(e->stop_done_data);
+    }
+}
+
+int sy_engine_stop(sy_engine *e, void (*done)(void *), void *user_data)
+{
+    if (!e)
+        return SY_EINVAL;
+    if (e->stopped) {
+        if (done)
+            done(user_data);
+        return 0;
+    }
+    if (!e->stop_done) {
+        e->stop_done = done;
+        e->stop_done_data = user_data;
+    }
+    e->stopping = 1;
+    sy__engine_check_stopped(e);
+    return 0;
+}
+
+/* Fails every request still in flight so its callback fires once. */
+static void abort_inflight(sy_engine *e)
+{
+    for (int i = 0; e->lua && i < e->lua->topo.n; i++) {
+        sy_pool *p = &e->lua->topo.nodes[i]->pool;
+        sy__health_stop(e->lua->topo.nodes[i]);
+        sy_list *l = p->all.next;
+        while (l != &p->all) {
+            sy_list *next = l->next;
+            sy_conn *conn = sy_container_of(l, sy_conn, link_all);
+            if (conn->state == SY_CONN_BUSY && conn->request) {
+                sy_request *req = conn->request;
+                conn->request = NULL;
+                sy__request_conn_done(req, 1);
+            }
+            l = next;
+        }
+        sy__pool_close(p);
+    }
+    sy__request_flush_deferred(e);
+}
+
+void sy_engine_free(sy_engine *e)
+{
+    if (!e)
+        return;
+    e->stopping = 1;
+    if (e->lua) {
+        abort_inflight(e);
+        sy_list *l;
+        while ((l = sy_list_pop_head(&e->sessions)) != NULL) {
+            sy_session *s = sy_container_of(l, sy_session, link);
+            sy_list_init(&s->link);
+            /* The host still owns the handle; sy_session_free() later only
+             * releases its memory. */
+            sy__session_detach(s);
+        }
+        sy__reload_unwatch(e);
+        ev_timer_stop(e->loop, &e->deferred_timer);
+        sy__lua_free(e->lua);
+        e->lua = NULL;
+    }
+    sy__request_free_all(e);
+    if (e->own_loop && e->loop)
+        ev_loop_destroy(e->loop);
+    free(e->home);
+    free(e->config_path);
+    free(e);
+}
+
+const char *sy_engine_last_error(const sy_engine *e)
+{
+    return e ? e->last_error : "";
+}
+
+struct ev_loop *sy_engine_loop(sy_engine *e)
+{
+    return e ? e->loop : NULL;
+}
+
+int sy_engine_reload(sy_engine *e)
+{
+    if (!e)
+        return SY_EINVAL;
+    if (e->stopping || e->stopped)
+        return SY_ESTOPPED;
+    return sy__reload_now(e);
+}

@@ -1,0 +1,325 @@
+/*
+ * health.c - the per-node health poller.  Each node has its own connection,
+ * separate from the pool (a saturated pool must not look like a dead node),
+ * polled every health.interval with a deadline of health.timeout.  A poll
+ * measures the round trip, whether the server is in recovery, its WAL
+ * position (current on a primary, replayed on a replica) and, on a
+ * replica, how far replay is behind in bytes and milliseconds.  A node goes
+ * down after `fall` consecutive failed polls and up after `rise` good ones.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* One round trip gives every figure.  Lag in ms is 0 when everything
+ * received is replayed (an idle primary is not "behind"), else the age of
+ * the last replayed transaction (or, when none was replayed since the
+ * server started, its uptime: it is at least that far behind). */
+static const char poll_sql[] =
+    "SELECT pg_is_in_recovery(),"
+    " ((CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
+    "   ELSE pg_current_wal_lsn() END) - '0/0'::pg_lsn)::float8,"
+    " (CASE WHEN NOT pg_is_in_recovery() THEN 0"
+    "   WHEN pg_last_wal_receive_lsn() IS NULL"
+    "     OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0"
+    "   ELSE EXTRACT(epoch FROM now() - COALESCE(pg_last_xact_replay_timestamp(),"
+    "     pg_postmaster_start_time())) * 1000 END)::float8";
+
+enum { HEALTH_IDLE = 0, HEALTH_CONNECTING, HEALTH_QUERYING };
+
+static void health_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void health_tick_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void health_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* The server's notices on the health connection (shutdown warnings, ...)
+ * are not for anyone's terminal. */
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static struct ev_loop *node_loop(const sy_node *n) { return n->engine->loop; }
+
+static const sy_settings *settings(const sy_node *n)
+{
+    return &n->engine->lua->set;
+}
+
+static void watch(sy_node *n, int events)
+{
+    sy_health *h = &n->health;
+    int fd = PQsocket(h->pg);
+    if (ev_is_active(&h->io))
+        ev_io_stop(node_loop(n), &h->io);
+    if (fd < 0 || events == 0)
+        return;
+    ev_io_set(&h->io, fd, events);
+    ev_io_start(node_loop(n), &h->io);
+}
+
+static void close_conn(sy_node *n)
+{
+    sy_health *h = &n->health;
+    if (ev_is_active(&h->io))
+        ev_io_stop(node_loop(n), &h->io);
+    if (h->pg) {
+        PQfinish(h->pg);
+        h->pg = NULL;
+    }
+    h->state = HEALTH_IDLE;
+}
+
+static void schedule_next(sy_node *n)
+{
+    sy_health *h = &n->health;
+    ev_timer_stop(node_loop(n), &h->deadline);
+    ev_timer_stop(node_loop(n), &h->tick);
+    ev_timer_set(&h->tick, settings(n)->health_interval, 0.);
+    ev_timer_start(node_loop(n), &h->tick);
+}
+
+static void poll_failed(sy_node *n, const char *why)
+{
+    sy_health *h = &n->health;
+    /* why may point into the connection's own error buffer: copy first. */
+    sy__fmt(h->last_error, sizeof h->last_error, "%s", why);
+    close_conn(n);
+    h->successes = 0;
+    h->failures++;
+    h->polls_failed++;
+    size_t len = strlen(h->last_error);
+    while (len > 0 && (h->last_error[len - 1] == '\n' || h->last_error[len - 1] == ' '))
+        h->last_error[--len] = '\0';
+    if (n->healthy && h->failures >= settings(n)->health_fall) {
+        char msg[sizeof h->last_error + 64];
+        sy__fmt(msg, sizeof msg, "%d health checks failed: %s", h->failures,
+                h->last_error);
+        sy__node_set_health(n, 0, msg);
+    }
+    schedule_next(n);
+}
+
+/* A replica's lag in bytes is measured against its cluster's primary's
+ * latest known WAL position. */
+static void update_lag(sy_node *n)
+{
+    if (!n->health.in_recovery) {
+        n->lag_bytes = 0;
+        return;
+    }
+    const sy_topology *t = &n->engine->lua->topo;
+    for (int i = 0; i < t->n; i++) {
+        const sy_node *p = t->nodes[i];
+        if (p->role == SY_ROLE_PRIMARY && p->health.polls_ok > 0 &&
+            !p->health.in_recovery && strcmp(p->cluster, n->cluster) == 0) {
+            double d = p->health.wal_position - n->health.wal_position;
+            n->lag_bytes = d > 0 ? d : 0;
+            return;
+        }
+    }
+}
+
+/* A node that got no query since the last poll (a balancer shunned it for
+ * a bad latency or error figure) would keep that figure for ever.  Without
+ * traffic the poll is the freshest measure of the node, so it replaces the
+ * latency and halves the error rate. */
+static void decay_idle_figures(sy_node *n)
+{
+    sy_health *h = &n->health;
+    if (n->c.queries == h->queries_at_last_poll && n->c.inflight == 0) {
+        n->c.latency_ewma_ms = h->rtt_ms;
+        n->c.error_rate *= 0.5;
+    }
+    h->queries_at_last_poll = n->c.queries;
+}
+
+/* The server's figure (age of the last replayed transaction while WAL
+ * waits to be replayed) overstates lag when a write arrives after a quiet
+ * spell: the last replayed transaction is old although the replica is
+ * only a moment behind.  A replica cannot be further behind than the time
+ * since a poll last saw it fully caught up, so that bounds the figure. */
+static double bounded_lag_ms(sy_node *n, double server_ms)
+{
+    sy_health *h = &n->health;
+    double now = ev_now(node_loop(n));
+    if (server_ms <= 0) {
+        h->caught_up_at = now;
+        return 0;
+    }
+    if (h->caught_up_at > 0) {
+        double since = (now - h->caught_up_at) * 1e3;
+        if (since < server_ms)
+            return since;
+    }
+    return server_ms;
+}
+
+static void poll_succeeded(sy_node *n, const PGresult *res)
+{
+    sy_health *h = &n->health;
+    h->rtt_ms = (sy__monotonic() - h->sent_at) * 1e3;
+    h->in_recovery = PQgetvalue(res, 0, 0)[0] == 't';
+    h->wal_position = atof(PQgetvalue(res, 0, 1));
+    n->lag_ms = bounded_lag_ms(n, atof(PQgetvalue(res, 0, 2)));
+    update_lag(n);
+    h->failures = 0;
+    h->successes++;
+    h->polls_ok++;
+    decay_idle_figures(n);
+    if (!n->healthy && h->successes >= settings(n)->health_rise)
+        sy__node_set_health(n, 1, "health checks pass");
+    schedule_next(n);
+}
+
+static void send_poll(sy_node *n)
+{
+    sy_health *h = &n->health;
+    if (!PQsendQuery(h->pg, poll_sql)) {
+        poll_failed(n, PQerrorMessage(h->pg));
+        return;
+    }
+    h->state = HEALTH_QUERYING;
+    /* The round trip starts here: connecting is not the node's latency. */
+    h->sent_at = sy__monotonic();
+    int flush = PQflush(h->pg);
+    if (flush < 0) {
+        poll_failed(n, PQerrorMessage(h->pg));
+        return;
+    }
+    watch(n, flush ? EV_READ | EV_WRITE : EV_READ);
+}
+
+static void connect_step(sy_node *n)
+{
+    sy_health *h = &n->health;
+    switch (PQconnectPoll(h->pg)) {
+    case PGRES_POLLING_READING:
+        watch(n, EV_READ);
+        break;
+    case PGRES_POLLING_WRITING:
+        watch(n, EV_WRITE);
+        break;
+    case PGRES_POLLING_OK:
+        send_poll(n);
+        break;
+    default:
+        poll_failed(n, PQerrorMessage(h->pg));
+        break;
+    }
+}
+
+static void query_step(sy_node *n, int revents)
+{
+    sy_health *h = &n->health;
+    if ((revents & EV_WRITE) && PQflush(h->pg) == 0)
+        watch(n, EV_READ);
+    if ((revents & EV_READ) && !PQconsumeInput(h->pg)) {
+        poll_failed(n, PQerrorMessage(h->pg));
+        return;
+    }
+    PGresult *res, *ok = NULL;
+    char why[256] = "";
+    while (!PQisBusy(h->pg) && (res = PQgetResult(h->pg)) != NULL) {
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+            PQnfields(res) == 3 && !ok) {
+            ok = res;
+            continue;
+        }
+        if (!why[0])
+            sy__fmt(why, sizeof why, "%s", PQresultErrorMessage(res));
+        PQclear(res);
+    }
+    if (PQisBusy(h->pg)) {
+        if (ok)
+            h->pending = ok; /* keep it until the end of the results */
+        return;
+    }
+    if (!ok) {
+        ok = h->pending;
+        h->pending = NULL;
+    }
+    h->state = HEALTH_IDLE;
+    watch(n, 0);
+    if (ok) {
+        poll_succeeded(n, ok);
+        PQclear(ok);
+    } else {
+        poll_failed(n, why[0] ? why : "health query returned no row");
+    }
+}
+
+static void health_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    sy_node *n = sy_container_of(w, sy_node, health.io);
+    if (n->health.state == HEALTH_CONNECTING)
+        connect_step(n);
+    else if (n->health.state == HEALTH_QUERYING)
+        query_step(n, revents);
+}
+
+static void health_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    sy_node *n = sy_container_of(w, sy_node, health.tick);
+    sy_health *h = &n->health;
+    h->started = ev_now(loop);
+    ev_timer_set(&h->deadline, settings(n)->health_timeout, 0.);
+    ev_timer_start(loop, &h->deadline);
+    if (h->pg && PQstatus(h->pg) == CONNECTION_OK) {
+        send_poll(n);
+        return;
+    }
+    close_conn(n);
+    h->pg = PQconnectStart(n->conninfo);
+    if (!h->pg || PQstatus(h->pg) == CONNECTION_BAD) {
+        poll_failed(n, h->pg ? PQerrorMessage(h->pg) : "out of memory");
+        return;
+    }
+    PQsetnonblocking(h->pg, 1);
+    PQsetNoticeProcessor(h->pg, ignore_notice, NULL);
+    h->state = HEALTH_CONNECTING;
+    watch(n, EV_WRITE);
+}
+
+static void health_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    sy_node *n = sy_container_of(w, sy_node, health.deadline);
+    char why[96];
+    sy__fmt(why, sizeof why, "no answer within %.3g s",
+            settings(n)->health_timeout);
+    poll_failed(n, why);
+}
+
+void sy__health_start(sy_node *n)
+{
+    sy_health *h = &n->health;
+    if (h->started_once || !n->engine)
+        return;
+    h->started_once = 1;
+    ev_init(&h->io, health_io_cb);
+    ev_init(&h->tick, health_tick_cb);
+    ev_init(&h->deadline, health_deadline_cb);
+    /* First poll right away so lag and role are known early. */
+    ev_timer_set(&h->tick, 0., 0.);
+    ev_timer_start(node_loop(n), &h->tick);
+}
+
+void sy__health_stop(sy_node *n)
+{
+    sy_health *h = &n->health;
+    if (!h->started_once)
+        return;
+    ev_timer_stop(node_loop(n), &h->tick);
+    ev_timer_stop(node_loop(n), &h->deadline);
+    close_conn(n);
+    if (h->pending) {
+        PQclear(h->pending);
+        h->pending = NULL;
+    }
+    h->started_once = 0;
+}

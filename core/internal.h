@@ -1,0 +1,398 @@
+/*
+ * internal.h - the engine's private data model, shared by the core modules.
+ *
+ * Object graph (arrows are ownership):
+ *   sy_engine -> sy_lua (current policy state) -> sy_topology -> sy_node*
+ *   sy_node (refcounted: old and new topologies share unchanged nodes)
+ *       -> sy_pool -> sy_conn*
+ *   sy_request (one per query, from the engine's free list) borrows a node
+ *       reference and a connection while it runs.
+ * Every watcher is embedded in the object it serves and is stopped before
+ * that object is freed.  Nothing here is global: two engines never share.
+ */
+#ifndef SY_INTERNAL_H
+#define SY_INTERNAL_H
+
+#include <ev.h>
+#include <libpq-fe.h>
+#include <lua.h>
+
+#include "switchyard.h"
+#include "util.h"
+
+typedef struct sy_node sy_node;
+typedef struct sy_pool sy_pool;
+typedef struct sy_conn sy_conn;
+typedef struct sy_request sy_request;
+typedef struct sy_lua sy_lua;
+typedef struct sy_topology sy_topology;
+
+enum { SY_ROLE_PRIMARY = 0, SY_ROLE_REPLICA = 1 };
+
+/* ------------------------------------------------------------ settings */
+
+/* Pool settings of one node, read from the normalised config. */
+typedef struct sy_pool_settings {
+    int min, max;
+    double idle_timeout, max_lifetime, acquire_timeout, connect_timeout;
+    double reconnect_min, reconnect_max;
+} sy_pool_settings;
+
+/* Engine-wide settings read from the normalised config; owned by sy_lua. */
+typedef struct sy_settings {
+    double query_timeout;
+    int retry_reads;
+    int watch;
+    int log_level;
+    uint64_t budget_instructions;
+    double budget_ms;
+    double health_interval, health_timeout;
+    int health_fall, health_rise;
+    char **write_functions; /* NULL-terminated, owned */
+} sy_settings;
+
+/* ------------------------------------------------------------ stats */
+
+#define SY_LAT_BUCKETS 64
+
+/* Counters of one node.  Latency is a moving average plus a log-scale
+ * histogram (buckets of 2^(i/4) * 50 us) for percentiles. */
+typedef struct sy_counters {
+    uint64_t queries, errors, retries, exhausted;
+    int inflight;
+    double latency_ewma_ms;
+    double error_rate;
+    uint64_t lat_hist[SY_LAT_BUCKETS];
+    uint64_t lat_count;
+} sy_counters;
+
+void sy__counters_record(sy_counters *c, double seconds, int failed);
+double sy__counters_percentile(const sy_counters *c, double p);
+
+/* ------------------------------------------------------------ pool / conn */
+
+typedef enum sy_conn_state {
+    SY_CONN_CONNECTING = 0,
+    SY_CONN_IDLE,
+    SY_CONN_BUSY,
+    SY_CONN_CLOSED
+} sy_conn_state;
+
+/* A waiter for a connection; embedded in whoever waits (a request).
+ * ready() fires exactly once: with a connection, or with conn NULL and a
+ * negative SY_E* code (timeout, node down, pool closing). */
+typedef struct sy_waiter {
+    sy_list link;
+    ev_timer timeout;
+    void (*ready)(struct sy_waiter *w, sy_conn *conn, int err);
+    sy_pool *pool;
+    int queued;
+} sy_waiter;
+
+struct sy_conn {
+    sy_pool *pool;
+    PGconn *pg;
+    sy_conn_state state;
+    ev_io io;
+    ev_timer timer;           /* connect timeout, then query timeout */
+    sy_list link_all;         /* pool->all */
+    sy_list link_idle;        /* pool->idle while idle */
+    double created_at, idle_since;
+    int io_events;            /* what io is currently watching */
+    int tainted;              /* session state leaked: close, never reuse */
+    sy_request *request;      /* the query running on it, if any */
+};
+
+struct sy_pool {
+    sy_node *node;
+    sy_pool_settings set;
+    sy_list all, idle, waiters;
+    int n_total, n_idle, n_busy, n_connecting, n_waiting;
+    ev_timer maintenance;     /* idle timeout, lifetime, refill to min */
+    ev_timer reconnect;       /* backoff after failed connects */
+    double backoff;           /* current backoff, seconds; 0 when healthy */
+    uint64_t rand_state;
+    int started, closing;
+    char last_error[256];
+};
+
+void sy__pool_init(sy_pool *pool, sy_node *node, const sy_pool_settings *s);
+void sy__pool_start(sy_pool *pool);
+/* Starts waiting for a connection; w->ready fires once (maybe right away). */
+void sy__pool_acquire(sy_pool *pool, sy_waiter *w, double timeout);
+/* Removes a waiter that has not been served; ready() will not fire. */
+void sy__pool_cancel(sy_pool *pool, sy_waiter *w);
+/* Returns a connection after a query.  broken or tainted: it is closed. */
+void sy__pool_release(sy_pool *pool, sy_conn *conn, int broken);
+/* Closes every connection and fails every waiter with SY_ESTOPPED. */
+void sy__pool_close(sy_pool *pool);
+void sy__pool_apply_settings(sy_pool *pool, const sy_pool_settings *s);
+/* Closes busy connections too (engine free, after failing requests). */
+void sy__pool_destroy(sy_pool *pool);
+/* Called by conn.c: a connect finished, failed, or an idle conn stirred. */
+void sy__pool_conn_connected(sy_pool *pool, sy_conn *conn);
+void sy__pool_conn_failed(sy_pool *pool, sy_conn *conn, const char *why);
+void sy__pool_conn_idle_event(sy_pool *pool, sy_conn *conn);
+
+/* conn.c */
+sy_conn *sy__conn_start(sy_pool *pool, char *err, size_t errlen);
+void sy__conn_close(sy_conn *conn);
+/* Sends the request's query; completion goes to sy__request_conn_done(). */
+int sy__conn_send(sy_conn *conn, sy_request *req);
+void sy__conn_set_watch(sy_conn *conn, int events);
+void sy__conn_arm_query_timer(sy_conn *conn, double seconds);
+
+/* ------------------------------------------------------------ health */
+
+/* The health poller's state, embedded in its node (health.c). */
+typedef struct sy_health {
+    PGconn *pg;
+    PGresult *pending;        /* the figures, while later results drain */
+    int state;
+    int started_once;
+    ev_io io;
+    ev_timer tick;            /* next poll */
+    ev_timer deadline;        /* the running poll's timeout */
+    double started;           /* when the running poll began */
+    double sent_at;           /* when its query was sent (monotonic) */
+    int failures, successes;  /* consecutive, for fall/rise */
+    uint64_t polls_ok, polls_failed;
+    uint64_t queries_at_last_poll;
+    double caught_up_at;      /* last poll that saw replay caught up */
+    int in_recovery;
+    double wal_position;      /* bytes: current (primary) or replayed */
+    double rtt_ms;
+    char last_error[256];
+} sy_health;
+
+void sy__health_start(sy_node *n);
+void sy__health_stop(sy_node *n);
+
+/* ------------------------------------------------------------ nodes */
+
+struct sy_node {
+    sy_engine *engine;
+    int refcount;
+    int id;                  /* 1-based index in the current topology */
+    char *full_name;         /* "cluster.node" */
+    char *name;
+    char *cluster;
+    char *conninfo;
+    int role;
+    int weight;
+    int healthy;
+    int forced_down;         /* dry run: told to treat as down */
+    double down_since;
+    double lag_bytes, lag_ms; /* < 0: unknown */
+    sy_counters c;
+    sy_pool pool;
+    sy_health health;
+    sy_list link_retired;
+};
+
+sy_node *sy__node_new(sy_engine *e, const char *cluster, const char *name,
+                      const char *conninfo, int role, int weight,
+                      const sy_pool_settings *ps);
+void sy__node_ref(sy_node *n);
+void sy__node_unref(sy_node *n);
+void sy__node_set_health(sy_node *n, int healthy, const char *why);
+
+struct sy_topology {
+    sy_node **nodes;  /* owned references */
+    int n;
+};
+
+/* ------------------------------------------------------------ lua */
+
+/* One loaded configuration and policy: a Lua state, the topology built
+ * from it and the settings C read out of it.  Replaced whole on reload. */
+struct sy_lua {
+    sy_engine *engine;       /* NULL for a dry run (no pools, no network) */
+    lua_State *L;
+    int ref_state, ref_route, ref_on_event, ref_q, ref_traceback, ref_facade;
+    int ref_session_default; /* q.session when the query has no session */
+    int ref_sessions;        /* lightuserdata sy_session* -> q.session */
+    int ref_kind[6];         /* interned kind names, by sy_kind */
+    int ref_empty;           /* a shared empty table for absent fields */
+    int ref_node_tables;     /* array: node id -> node table */
+    int ref_loaded_files;    /* array of file paths the state loaded */
+    unsigned generation;     /* distinguishes states for cached refs */
+    sy_topology topo;
+    sy_settings set;
+    char *config_path;
+    char *config_dir;
+    /* runaway protection, reset before each call into the policy */
+    uint64_t budget_hits;
+    uint64_t budget_factor;
+    double budget_started;
+    unsigned rr;             /* round robin for {cluster=, role=} targets */
+    int in_hook_call;        /* inside on_event: do not recurse */
+};
+
+/* Loads config and policy into a fresh state.  previous: the serving state
+ * (or NULL) whose unchanged nodes (same name and conninfo) are kept and
+ * whose sy.shared is copied in before the policy loads (scalars and nested
+ * tables).  On error returns NULL and writes the reason (file:line or key
+ * path) to err; previous is untouched either way. */
+sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
+                     sy_lua *previous, char *err, size_t errlen);
+void sy__lua_free(sy_lua *lua);
+
+/* The routing decision for one query. */
+typedef struct sy_route {
+    sy_node *node;           /* chosen node (borrowed from the topology) */
+    int rejected;            /* the policy refused the query */
+    int failed;              /* the policy raised or ran over budget */
+    char sqlstate[6];
+    char message[512];
+} sy_route;
+
+/* Inputs to a routing decision besides the statement itself. */
+typedef struct sy_route_input {
+    const char *sql;
+    size_t sql_len;
+    const sy_statement *stmt;
+    int nparams;
+    const char *const *param_values;
+    const int *param_formats;
+    sy_session *session;     /* may be NULL */
+    int in_tx;
+    sy_node *failed_node;    /* set when retrying a read */
+    sy_buf *trace;           /* dry run: filled with a short trace; or NULL */
+} sy_route_input;
+
+void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out);
+/* Drops the cached q.session table of a session being freed. */
+void sy__lua_forget_session(sy_lua *lua, sy_session *s);
+/* Calls the policy's on_event hook, if any; errors are logged. */
+void sy__lua_on_event(sy_lua *lua, const sy_event *ev);
+/* Calls the function below nargs arguments with the traceback handler and
+ * the budget (times factor).  -1 and the message in err on error. */
+int sy__lua_pcall(sy_lua *lua, int nargs, int nres, int factor, char *err,
+                  size_t errlen);
+sy_lua *sy__lua_self(lua_State *L);
+/* Gives every node table the metatable that reads live figures. */
+void sy__lua_install_node_metatable(sy_lua *lua);
+
+/* ------------------------------------------------------------ requests */
+
+struct sy_request {
+    sy_engine *engine;
+    sy_session *session;
+    sy_list link;             /* engine free list / deferred list */
+    sy_query_cb cb;
+    void *user_data;
+    /* one block holding copies of the SQL and parameters, reused */
+    char *arena;
+    size_t arena_cap;
+    const char *sql;
+    size_t sql_len;
+    int nparams;
+    const char **values;
+    int *lengths, *formats;
+    Oid *types;
+    int result_format;
+    double timeout;
+    sy_statement stmt;
+    sy_node *node;            /* referenced while the request uses it */
+    sy_conn *conn;
+    sy_waiter waiter;
+    PGresult **results;
+    int nresults, results_cap;
+    int status;
+    char sqlstate[6];
+    char *message, *detail;   /* owned copies for engine-made errors */
+    char **notices;
+    int nnotices, notices_cap;
+    int retried;
+    int timed_out;
+    double started;           /* submitted */
+    double sent_at;           /* handed to its connection */
+};
+
+void sy__request_conn_done(sy_request *req, int conn_broken);
+void sy__request_init_engine(sy_engine *e);
+void sy__request_free_all(sy_engine *e);
+void sy__request_flush_deferred(sy_engine *e);
+
+/* ------------------------------------------------------------ sessions */
+
+struct sy_session {
+    sy_engine *engine;
+    char *user, *database, *application_name;
+    char **var_names, **var_values;
+    int nvars, vars_cap;
+    sy_conn *pinned;          /* held between queries */
+    sy_node *pinned_node;     /* referenced while pinned */
+    int sticky;               /* pinned for the rest of the session */
+    int in_tx;                /* a transaction is open on pinned */
+    sy_request *inflight;
+    int freeing;              /* freed by the user while a query ran */
+    unsigned lua_generation;  /* state whose cached q.session is current */
+    sy_list link;             /* engine->sessions */
+};
+
+/* Releases or keeps the connection after a query on the session. */
+void sy__session_after_query(sy_session *s, sy_request *req, sy_conn *conn,
+                             int broken);
+/* Releases a session's connection and cuts it from its engine. */
+void sy__session_detach(sy_session *s);
+/* Frees a session whose owner already called sy_session_free(). */
+void sy__session_destroy(sy_session *s);
+
+/* ------------------------------------------------------------ engine */
+
+struct sy_engine {
+    struct ev_loop *loop;
+    int own_loop;
+    char *config_path;
+    char *home;
+    sy_event_cb on_event;
+    void *event_user_data;
+    sy_log_cb on_log;
+    void *log_user_data;
+    int log_level;
+    int watch_files, handle_sighup;
+
+    sy_lua *lua;
+    unsigned next_generation;
+    char last_error[1024];
+
+    int started, stopping, stopped;
+    void (*stop_done)(void *);
+    void *stop_done_data;
+
+    sy_list free_requests;
+    sy_list deferred;          /* requests whose callback fires next turn */
+    ev_timer deferred_timer;
+    sy_list retired_nodes;     /* dropped by a reload, draining */
+    sy_list sessions;
+    int inflight;
+
+    ev_signal sighup;
+    ev_stat *stats_watch;
+    int nstats_watch;
+    ev_timer reload_debounce;
+
+    sy_engine_stats stats;
+    uint64_t rand_state;
+};
+
+void sy__log(sy_engine *e, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void sy__emit(sy_engine *e, sy_event_type type, const char *cluster,
+              const char *node, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* Finishes a request: its callback fires on the next loop turn. */
+void sy__request_finish(sy_request *req);
+/* Fails a request with an engine-made error and finishes it. */
+void sy__request_fail(sy_request *req, int status, const char *sqlstate,
+                      const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void sy__engine_check_stopped(sy_engine *e);
+/* reload.c */
+void sy__reload_watch(sy_engine *e);
+void sy__reload_unwatch(sy_engine *e);
+int sy__reload_now(sy_engine *e);
+
+#endif

@@ -1,0 +1,408 @@
+/*
+ * pool.c - the connections of one node: warm-up to a minimum, growth to a
+ * maximum, a wait queue with a deadline, idle timeout and maximum lifetime,
+ * reconnect with exponential backoff and jitter, and detection of broken
+ * connections.  It also is the node's only health signal until a health
+ * poller exists: a failed connect marks the node down, a successful one up.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+static void maintenance_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void waiter_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+#define MAINTENANCE_INTERVAL 1.0
+
+static struct ev_loop *pool_loop(const sy_pool *pool)
+{
+    return pool->node->engine->loop;
+}
+
+void sy__pool_init(sy_pool *pool, sy_node *node, const sy_pool_settings *s)
+{
+    memset(pool, 0, sizeof *pool);
+    pool->node = node;
+    pool->set = *s;
+    sy_list_init(&pool->all);
+    sy_list_init(&pool->idle);
+    sy_list_init(&pool->waiters);
+    ev_init(&pool->maintenance, maintenance_cb);
+    ev_init(&pool->reconnect, reconnect_cb);
+    pool->rand_state = (uint64_t)(uintptr_t)pool ^ 0x5DEECE66Dull;
+}
+
+void sy__pool_apply_settings(sy_pool *pool, const sy_pool_settings *s)
+{
+    pool->set = *s;
+}
+
+static void open_one(sy_pool *pool)
+{
+    char err[512];
+    sy_conn *conn = sy__conn_start(pool, err, sizeof err);
+    if (!conn) {
+        sy__pool_conn_failed(pool, NULL, err);
+        return;
+    }
+    sy_list_insert_tail(&pool->all, &conn->link_all);
+    pool->n_total++;
+    pool->n_connecting++;
+}
+
+/* Opens connections up to the minimum, or to what waiters need, unless a
+ * reconnect backoff is running. */
+static void fill(sy_pool *pool)
+{
+    if (pool->closing || !pool->started || ev_is_active(&pool->reconnect))
+        return;
+    int want = pool->set.min;
+    int needed = pool->n_busy + pool->n_waiting;
+    if (needed > want)
+        want = needed;
+    if (want > pool->set.max)
+        want = pool->set.max;
+    /* A node that is down gets one probe at a time, not min connections
+     * per backoff step; the pool fills once a probe gets through. */
+    if (!pool->node->healthy) {
+        if (pool->n_connecting > 0)
+            return;
+        if (want > pool->n_total + 1)
+            want = pool->n_total + 1;
+    }
+    while (pool->n_total < want && !ev_is_active(&pool->reconnect))
+        open_one(pool);
+}
+
+void sy__pool_start(sy_pool *pool)
+{
+    if (pool->started)
+        return;
+    pool->started = 1;
+    ev_timer_set(&pool->maintenance, MAINTENANCE_INTERVAL,
+                 MAINTENANCE_INTERVAL);
+    ev_timer_start(pool_loop(pool), &pool->maintenance);
+    fill(pool);
+}
+
+static void hand_to_waiter(sy_pool *pool, sy_conn *conn)
+{
+    sy_list *l = sy_list_pop_head(&pool->waiters);
+    sy_waiter *w = sy_container_of(l, sy_waiter, link);
+    pool->n_waiting--;
+    w->queued = 0;
+    ev_timer_stop(pool_loop(pool), &w->timeout);
+    conn->state = SY_CONN_BUSY;
+    pool->n_busy++;
+    w->ready(w, conn, 0);
+}
+
+static void make_idle(sy_pool *pool, sy_conn *conn)
+{
+    conn->state = SY_CONN_IDLE;
+    conn->idle_since = ev_now(pool_loop(pool));
+    /* LIFO: the most recently used connection is reused first, so surplus
+     * connections stay idle long enough to reach idle_timeout. */
+    sy_list_insert_head(&pool->idle, &conn->link_idle);
+    pool->n_idle++;
+    /* Watch idle connections so a server-side close is noticed now, not
+     * when the next query fails. */
+    sy__conn_set_watch(conn, EV_READ);
+}
+
+static void remove_conn(sy_pool *pool, sy_conn *conn)
+{
+    if (conn->state == SY_CONN_IDLE && !sy_list_empty(&conn->link_idle)) {
+        sy_list_remove(&conn->link_idle);
+        pool->n_idle--;
+    } else if (conn->state == SY_CONN_CONNECTING) {
+        pool->n_connecting--;
+    }
+    sy_list_remove(&conn->link_all);
+    pool->n_total--;
+    sy__conn_close(conn);
+}
+
+static void fail_waiters(sy_pool *pool, int err)
+{
+    sy_list *l;
+    while ((l = sy_list_pop_head(&pool->waiters)) != NULL) {
+        sy_waiter *w = sy_container_of(l, sy_waiter, link);
+        pool->n_waiting--;
+        w->queued = 0;
+        ev_timer_stop(pool_loop(pool), &w->timeout);
+        w->ready(w, NULL, err);
+    }
+}
+
+void sy__pool_conn_connected(sy_pool *pool, sy_conn *conn)
+{
+    pool->n_connecting--;
+    pool->backoff = 0;
+    pool->last_error[0] = '\0';
+    sy__node_set_health(pool->node, 1, "connected");
+    if (pool->closing) {
+        sy_list_remove(&conn->link_all);
+        pool->n_total--;
+        sy__conn_close(conn);
+        return;
+    }
+    if (!sy_list_empty(&pool->waiters)) {
+        sy__conn_set_watch(conn, 0);
+        hand_to_waiter(pool, conn);
+    } else {
+        make_idle(pool, conn);
+    }
+}
+
+static void schedule_reconnect(sy_pool *pool)
+{
+    double lo = pool->set.reconnect_min > 0 ? pool->set.reconnect_min : 0.1;
+    double hi = pool->set.reconnect_max > lo ? pool->set.reconnect_max : lo;
+    pool->backoff = pool->backoff > 0 ? pool->backoff * 2 : lo;
+    if (pool->backoff > hi)
+        pool->backoff = hi;
+    /* Full jitter on the upper half keeps many proxies from reconnecting in
+     * lock step after a shared outage. */
+    double r = (double)(sy__rand_next(&pool->rand_state) >> 11) / 9007199254740992.0;
+    double delay = pool->backoff * (0.5 + 0.5 * r);
+    ev_timer_stop(pool_loop(pool), &pool->reconnect);
+    ev_timer_set(&pool->reconnect, delay, 0.);
+    ev_timer_start(pool_loop(pool), &pool->reconnect);
+}
+
+void sy__pool_conn_failed(sy_pool *pool, sy_conn *conn, const char *why)
+{
+    char msg[sizeof pool->last_error];
+    sy__fmt(msg, sizeof msg, "%s", why);
+    size_t n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    memcpy(pool->last_error, msg, sizeof msg);
+    if (conn)
+        remove_conn(pool, conn);
+    if (pool->closing) {
+        sy__engine_check_stopped(pool->node->engine);
+        return;
+    }
+    sy__log(pool->node->engine, SY_LOG_WARN, "node %s: connect failed: %s",
+            pool->node->full_name, msg);
+    sy__node_set_health(pool->node, 0, msg);
+    /* Waiters would only sit out their timeout on a node that refuses
+     * connections: fail them now so reads can be retried elsewhere. */
+    if (pool->n_connecting == 0)
+        fail_waiters(pool, SY_ECONN);
+    schedule_reconnect(pool);
+}
+
+static void reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    sy_pool *pool = sy_container_of(w, sy_pool, reconnect);
+    if (pool->closing)
+        return;
+    /* A probe even when min is 0: the node must be found again. */
+    if (pool->n_connecting == 0 && (pool->n_total < pool->set.max))
+        open_one(pool);
+    else
+        fill(pool);
+}
+
+static void waiter_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    sy_waiter *wt = sy_container_of(w, sy_waiter, timeout);
+    sy_pool *pool = wt->pool;
+    sy_list_remove(&wt->link);
+    pool->n_waiting--;
+    wt->queued = 0;
+    pool->node->c.exhausted++;
+    sy__emit(pool->node->engine, SY_EVENT_POOL_EXHAUSTED, pool->node->cluster,
+             pool->node->full_name,
+             "no connection to %s became free within %.3g s (max %d)",
+             pool->node->full_name, pool->set.acquire_timeout, pool->set.max);
+    wt->ready(wt, NULL, SY_ETIMEOUT);
+}
+
+/* The server may have closed an idle connection since the loop last looked
+ * (a terminated backend, a restart): its last words and the end of the
+ * stream sit unread in the socket.  One non-blocking peek tells, and costs
+ * far less than failing a write that can never be retried. */
+static int idle_conn_alive(sy_conn *conn)
+{
+    char byte;
+    ssize_t n = recv(PQsocket(conn->pg), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0)
+        return (errno == EAGAIN || errno == EWOULDBLOCK) &&
+               PQstatus(conn->pg) == CONNECTION_OK;
+    if (n == 0)
+        return 0;
+    /* Something arrived while idle: let libpq read it (a notice, or a
+     * FATAL before the close) and read again to see the end of stream. */
+    PQconsumeInput(conn->pg);
+    PQconsumeInput(conn->pg);
+    return PQstatus(conn->pg) == CONNECTION_OK;
+}
+
+void sy__pool_acquire(sy_pool *pool, sy_waiter *w, double timeout)
+{
+    w->pool = pool;
+    w->queued = 0;
+    if (pool->closing) {
+        w->ready(w, NULL, SY_ESTOPPED);
+        return;
+    }
+    sy_list *l;
+    while ((l = sy_list_pop_head(&pool->idle)) != NULL) {
+        sy_conn *conn = sy_container_of(l, sy_conn, link_idle);
+        pool->n_idle--;
+        if (!idle_conn_alive(conn)) {
+            conn->state = SY_CONN_BUSY; /* not on the idle list any more */
+            sy_list_remove(&conn->link_all);
+            pool->n_total--;
+            sy__conn_close(conn);
+            continue;
+        }
+        sy__conn_set_watch(conn, 0);
+        conn->state = SY_CONN_BUSY;
+        pool->n_busy++;
+        w->ready(w, conn, 0);
+        return;
+    }
+    if (!pool->node->healthy && ev_is_active(&pool->reconnect)) {
+        w->ready(w, NULL, SY_ECONN);
+        return;
+    }
+    sy_list_insert_tail(&pool->waiters, &w->link);
+    pool->n_waiting++;
+    w->queued = 1;
+    ev_init(&w->timeout, waiter_timeout_cb);
+    if (timeout <= 0)
+        timeout = pool->set.acquire_timeout;
+    if (timeout > 0) {
+        ev_timer_set(&w->timeout, timeout, 0.);
+        ev_timer_start(pool_loop(pool), &w->timeout);
+    }
+    if (!pool->started)
+        sy__pool_start(pool);
+    else
+        fill(pool);
+}
+
+void sy__pool_cancel(sy_pool *pool, sy_waiter *w)
+{
+    if (!w->queued)
+        return;
+    sy_list_remove(&w->link);
+    pool->n_waiting--;
+    w->queued = 0;
+    ev_timer_stop(pool_loop(pool), &w->timeout);
+}
+
+void sy__pool_release(sy_pool *pool, sy_conn *conn, int broken)
+{
+    pool->n_busy--;
+    double now = ev_now(pool_loop(pool));
+    int expired = pool->set.max_lifetime > 0 &&
+                  now - conn->created_at >= pool->set.max_lifetime;
+    if (broken || conn->tainted || pool->closing || expired ||
+        PQstatus(conn->pg) != CONNECTION_OK ||
+        PQtransactionStatus(conn->pg) != PQTRANS_IDLE) {
+        if (broken)
+            sy__log(pool->node->engine, SY_LOG_INFO,
+                    "node %s: connection broken: %s", pool->node->full_name,
+                    PQerrorMessage(conn->pg));
+        sy_list_remove(&conn->link_all);
+        pool->n_total--;
+        sy__conn_close(conn);
+        if (pool->closing) {
+            sy__engine_check_stopped(pool->node->engine);
+            return;
+        }
+        /* A broken connection may mean the node went away: a fresh connect
+         * tells, and marks the node down if it fails. */
+        if (broken && pool->n_connecting == 0 && !ev_is_active(&pool->reconnect))
+            open_one(pool);
+        fill(pool);
+        return;
+    }
+    if (!sy_list_empty(&pool->waiters)) {
+        hand_to_waiter(pool, conn);
+        return;
+    }
+    make_idle(pool, conn);
+}
+
+void sy__pool_conn_idle_event(sy_pool *pool, sy_conn *conn)
+{
+    if (PQconsumeInput(conn->pg) && PQstatus(conn->pg) == CONNECTION_OK) {
+        PGnotify *n;
+        while ((n = PQnotifies(conn->pg)) != NULL)
+            PQfreemem(n);
+        return;
+    }
+    sy__log(pool->node->engine, SY_LOG_INFO,
+            "node %s: idle connection closed by the server",
+            pool->node->full_name);
+    remove_conn(pool, conn);
+    if (pool->n_connecting == 0 && !ev_is_active(&pool->reconnect))
+        open_one(pool);
+}
+
+static void maintenance_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    sy_pool *pool = sy_container_of(w, sy_pool, maintenance);
+    double now = ev_now(loop);
+    sy_list *l = pool->idle.prev;
+    /* Walk from the tail: the least recently used are there. */
+    while (l != &pool->idle) {
+        sy_list *prev = l->prev;
+        sy_conn *conn = sy_container_of(l, sy_conn, link_idle);
+        int surplus = pool->n_total > pool->set.min;
+        int idle_too_long = pool->set.idle_timeout > 0 &&
+                            now - conn->idle_since >= pool->set.idle_timeout;
+        int too_old = pool->set.max_lifetime > 0 &&
+                      now - conn->created_at >= pool->set.max_lifetime;
+        if ((surplus && idle_too_long) || too_old)
+            remove_conn(pool, conn);
+        l = prev;
+    }
+    fill(pool);
+}
+
+void sy__pool_close(sy_pool *pool)
+{
+    pool->closing = 1;
+    struct ev_loop *loop = pool_loop(pool);
+    ev_timer_stop(loop, &pool->maintenance);
+    ev_timer_stop(loop, &pool->reconnect);
+    fail_waiters(pool, SY_ESTOPPED);
+    sy_list *l = pool->all.next;
+    while (l != &pool->all) {
+        sy_list *next = l->next;
+        sy_conn *conn = sy_container_of(l, sy_conn, link_all);
+        if (conn->state != SY_CONN_BUSY)
+            remove_conn(pool, conn);
+        l = next;
+    }
+}
+
+/* Closes busy connections too: only for sy_engine_free(), after their
+ * requests have been failed. */
+void sy__pool_destroy(sy_pool *pool)
+{
+    sy__pool_close(pool);
+    sy_list *l;
+    while ((l = sy_list_pop_head(&pool->all)) != NULL) {
+        sy_conn *conn = sy_container_of(l, sy_conn, link_all);
+        pool->n_total--;
+        sy__conn_close(conn);
+    }
+}

@@ -1,0 +1,185 @@
+/*
+ * session.c - sy_session: the identity a policy sees (user, database,
+ * application name, custom variables) and the connection a transaction or
+ * session-level state pins.  A transaction is tracked with libpq's
+ * PQtransactionStatus after each statement, so BEGIN inside a multi-statement
+ * string or a function is followed as faithfully as an explicit BEGIN.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int sy_session_new(sy_engine *e, sy_session **out, const char *user,
+                   const char *database, const char *application_name)
+{
+    if (!out)
+        return SY_EINVAL;
+    *out = NULL;
+    if (!e)
+        return SY_EINVAL;
+    if (e->stopping || e->stopped)
+        return SY_ESTOPPED;
+    sy_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return SY_ENOMEM;
+    s->engine = e;
+    s->user = sy__strdup(user);
+    s->database = sy__strdup(database);
+    s->application_name = sy__strdup(application_name);
+    if ((user && !s->user) || (database && !s->database) ||
+        (application_name && !s->application_name)) {
+        sy__session_destroy(s);
+        return SY_ENOMEM;
+    }
+    sy_list_init(&s->link);
+    sy_list_insert_tail(&e->sessions, &s->link);
+    *out = s;
+    return 0;
+}
+
+int sy_session_set(sy_session *s, const char *name, const char *value)
+{
+    if (!s || !name || !*name)
+        return SY_EINVAL;
+    for (int i = 0; i < s->nvars; i++) {
+        if (strcmp(s->var_names[i], name) != 0)
+            continue;
+        if (!value) {
+            free(s->var_names[i]);
+            free(s->var_values[i]);
+            s->nvars--;
+            s->var_names[i] = s->var_names[s->nvars];
+            s->var_values[i] = s->var_values[s->nvars];
+        } else {
+            char *v = sy__strdup(value);
+            if (!v)
+                return SY_ENOMEM;
+            free(s->var_values[i]);
+            s->var_values[i] = v;
+        }
+        s->lua_generation = 0; /* the cached q.session is stale */
+        return 0;
+    }
+    if (!value)
+        return 0;
+    if (s->nvars == s->vars_cap) {
+        int cap = s->vars_cap ? s->vars_cap * 2 : 4;
+        char **n = realloc(s->var_names, (size_t)cap * sizeof *n);
+        if (!n)
+            return SY_ENOMEM;
+        s->var_names = n;
+        char **v = realloc(s->var_values, (size_t)cap * sizeof *v);
+        if (!v)
+            return SY_ENOMEM;
+        s->var_values = v;
+        s->vars_cap = cap;
+    }
+    char *n = sy__strdup(name), *v = sy__strdup(value);
+    if (!n || !v) {
+        free(n);
+        free(v);
+        return SY_ENOMEM;
+    }
+    s->var_names[s->nvars] = n;
+    s->var_values[s->nvars] = v;
+    s->nvars++;
+    s->lua_generation = 0;
+    return 0;
+}
+
+int sy_session_pinned(const sy_session *s)
+{
+    return s && s->pinned != NULL;
+}
+
+static void unpin(sy_session *s, int close_conn)
+{
+    if (!s->pinned)
+        return;
+    sy_conn *conn = s->pinned;
+    sy_node *node = s->pinned_node;
+    s->pinned = NULL;
+    s->pinned_node = NULL;
+    s->in_tx = 0;
+    s->sticky = 0;
+    if (close_conn)
+        conn->tainted = 1;
+    sy__pool_release(&node->pool, conn, 0);
+    sy__node_unref(node);
+}
+
+void sy__session_after_query(sy_session *s, sy_request *req, sy_conn *conn,
+                             int broken)
+{
+    sy_node *node = req->node;
+    if (broken) {
+        if (s->pinned == conn) {
+            s->pinned = NULL;
+            sy__node_unref(s->pinned_node);
+            s->pinned_node = NULL;
+        }
+        s->in_tx = 0;
+        s->sticky = 0;
+        sy__pool_release(&node->pool, conn, 1);
+        return;
+    }
+    PGTransactionStatusType ts = PQtransactionStatus(conn->pg);
+    s->in_tx = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+    if (req->stmt.kind == SY_KIND_SESSION ||
+        (req->stmt.flags & (SY_STMT_TEMP_TABLE | SY_STMT_ADVISORY_LOCK)))
+        s->sticky = 1;
+    if (s->in_tx || s->sticky) {
+        if (!s->pinned) {
+            s->pinned = conn;
+            s->pinned_node = node;
+            sy__node_ref(node);
+        }
+        return;
+    }
+    if (s->pinned == conn) {
+        s->pinned = NULL;
+        sy__node_unref(s->pinned_node);
+        s->pinned_node = NULL;
+    }
+    sy__pool_release(&node->pool, conn, 0);
+}
+
+void sy__session_detach(sy_session *s)
+{
+    if (!s->engine)
+        return;
+    /* An open transaction or session state must never reach another user:
+     * the connection is closed rather than returned. */
+    unpin(s, 1);
+    if (s->engine->lua)
+        sy__lua_forget_session(s->engine->lua, s);
+    sy_list_remove(&s->link);
+    s->engine = NULL;
+}
+
+void sy__session_destroy(sy_session *s)
+{
+    sy__session_detach(s);
+    for (int i = 0; i < s->nvars; i++) {
+        free(s->var_names[i]);
+        free(s->var_values[i]);
+    }
+    free(s->var_names);
+    free(s->var_values);
+    free(s->user);
+    free(s->database);
+    free(s->application_name);
+    free(s);
+}
+
+void sy_session_free(sy_session *s)
+{
+    if (!s)
+        return;
+    if (s->inflight) {
+        s->freeing = 1; /* finished after its callback fires */
+        return;
+    }
+    sy__session_destroy(s);
+}

@@ -1,0 +1,145 @@
+-- The Lua half of the engine's boot: loads and validates the config, builds
+-- the topology tables policies see, creates the `switchyard` facade module,
+-- loads the policy and checks its hooks.  The C core calls load() in a fresh
+-- Lua state for every (re)load and reads the flat node list it returns.
+local config = require("switchyard.config")
+
+local runtime = {}
+
+local function noop() end
+
+-- Records every Lua file a state loads through require(), so the engine can
+-- watch them all for changes, not only the config and the policy file.
+local function install_file_recorder(files)
+  local searchpath = package.searchpath
+  local function recording_searcher(name)
+    local path = searchpath(name, package.path)
+    if not path then
+      return nil
+    end
+    local chunk, err = loadfile(path)
+    if not chunk then
+      error(err, 0)
+    end
+    files[#files + 1] = path
+    return chunk
+  end
+  table.insert(package.loaders, 2, recording_searcher)
+end
+
+local function build_topology(cfg)
+  local topo = {
+    clusters = {},
+    cluster_list = {},
+    nodes = {},
+    by_name = {},
+    schema_owner = {},
+    default_cluster = cfg.default_cluster or cfg.clusters[1].name,
+  }
+  local flat = {}
+  for _, c in ipairs(cfg.clusters) do
+    local cluster = { name = c.name, replicas = {}, nodes = {}, schemas = c.schemas or {} }
+    for _, n in ipairs(c.nodes) do
+      local id = #topo.nodes + 1
+      local node = {
+        id = id,
+        name = n.full_name,
+        node_name = n.name,
+        cluster = c.name,
+        role = n.role,
+        weight = n.weight,
+        tags = n.tags,
+      }
+      topo.nodes[id] = node
+      topo.by_name[node.name] = node
+      cluster.nodes[#cluster.nodes + 1] = node
+      if n.role == "primary" then
+        cluster.primary = node
+      else
+        cluster.replicas[#cluster.replicas + 1] = node
+      end
+      flat[id] = {
+        full_name = n.full_name, name = n.name, cluster = c.name,
+        conninfo = n.conninfo, role = n.role, weight = n.weight, pool = c.pool,
+      }
+    end
+    for _, schema in ipairs(cluster.schemas) do
+      topo.schema_owner[schema] = c.name
+    end
+    topo.clusters[c.name] = cluster
+    topo.cluster_list[#topo.cluster_list + 1] = cluster
+  end
+  return topo, flat
+end
+
+local function load_policy(path)
+  local chunk, err = loadfile(path)
+  if not chunk then
+    error("policy " .. err, 0)
+  end
+  local policy = chunk()
+  if type(policy) ~= "table" then
+    error("policy " .. path .. ": must return a table with route(q), got " .. type(policy), 0)
+  end
+  if type(policy.route) ~= "function" then
+    error("policy " .. path .. ": route(q) is missing (the table has no function 'route')", 0)
+  end
+  for _, hook in ipairs({ "selftest", "on_event" }) do
+    if policy[hook] ~= nil and type(policy[hook]) ~= "function" then
+      error("policy " .. path .. ": " .. hook .. " must be a function, got " .. type(policy[hook]), 0)
+    end
+  end
+  return policy
+end
+
+-- c: functions the C core lends the facade ({ log = f(level, msg), now = f() }).
+-- shared: the previous state's sy.shared, copied (or nil on first load).
+-- Returns the state table the core keeps, or raises with every problem.
+function runtime.load(config_path, home, c, shared)
+  local files = { config_path }
+  install_file_recorder(files)
+  local cfg, errors = config.load(config_path, home)
+  if not cfg then
+    error(table.concat(errors, "\n"), 0)
+  end
+  local topo, flat = build_topology(cfg)
+  local facade = {
+    shared = shared or {},
+    options = cfg.policy_options or {},
+    config = cfg,
+    topology = topo,
+    log = c and c.log or noop,
+    now = c and c.now or os.clock,
+    trace = noop,
+  }
+  package.loaded.switchyard = facade
+  package.path = cfg.config_dir .. "/?.lua;" .. package.path
+  files[#files + 1] = cfg.policy_path
+  local policy = load_policy(cfg.policy_path)
+  return {
+    cfg = cfg,
+    facade = facade,
+    policy = policy,
+    topology = topo,
+    nodes = flat,
+    files = files,
+    q = { topology = topo },
+    empty = setmetatable({}, { __newindex = function() error("this table is read-only", 2) end }),
+    session_default = { vars = {} },
+    sessions = {},
+  }
+end
+
+-- Runs the policy's optional selftest once the node tables are live.
+function runtime.selftest(state)
+  if state.policy.selftest then
+    state.policy.selftest()
+  end
+end
+
+-- Percent-decodes sqlcommenter values ('a%20b' -> 'a b').
+function runtime.url_decode(s)
+  return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+return runtime

@@ -1,0 +1,209 @@
+-- Read/write split inside one cluster: the decision read_write_split.lua
+-- and schema_routing.lua share (they differ only in how they pick the
+-- cluster).  A copied policy can require it the same way.
+--
+-- The rules, in order:
+--   1. q.hints.node = "main.replica1" runs the statement on that node
+--      (rejected if it is unknown, down, the node that just failed, or a
+--      replica asked to run a write).
+--   2. q.hints.route = "primary" sends it to the cluster's primary.
+--   3. Anything that may write or needs session state goes to the primary:
+--      kinds write, ddl, session, transaction and unknown; reads flagged
+--      locking_read, writable_cte, write_function, temp_table or
+--      advisory_lock; and every statement while a transaction is open
+--      (q.in_tx), because the transaction lives on the primary.
+--      Exception: BEGIN READ ONLY (flags.read_only_tx outside a
+--      transaction) opens a transaction that cannot write, so it is
+--      balanced like a read.
+--   4. Reads go to a healthy replica chosen by the balancer, never the node
+--      a retried read just failed on (q.retry.failed).
+--   5. No replica to take it (none healthy, or the balancer found none good
+--      enough): the primary, unless options.fallback_to_primary = false.
+--   6. No usable primary: the statement is rejected with SQLSTATE 08006 so
+--      the client sees why instead of a timeout.
+--
+-- Options (policy_options in the config):
+--   balancer            built-in name ("round_robin", "weighted",
+--                       "least_connections", "response_time", "health_aware")
+--                       or a path to a .lua file relative to the config;
+--                       default "round_robin"
+--   balancer_options    table handed to the balancer; default {}
+--   fallback_to_primary boolean, default true
+--
+-- This runs for every query, so the common path allocates nothing: the
+-- candidate list is one reused array and per-cluster balancer state is
+-- looked up once and remembered.
+
+local resolve = require("switchyard.resolve")
+
+local split = {}
+
+local SPLIT_OPTIONS = { balancer = true, balancer_options = true, fallback_to_primary = true }
+
+-- Flags that make even a SELECT unsafe on a replica.
+local function read_needs_primary(f)
+  return f.locking_read or f.writable_cte or f.write_function or f.temp_table or f.advisory_lock
+end
+
+-- True when the statement must run on the primary (rule 3).
+function split.needs_primary(q)
+  local kind, f = q.kind, q.flags
+  if q.in_tx then return true end
+  if kind == "read" then
+    return f ~= nil and read_needs_primary(f) or false
+  end
+  if kind == "transaction" then
+    return not (f and f.read_only_tx)
+  end
+  return true
+end
+
+local function describe_option(v)
+  if type(v) == "string" then return ("string %q"):format(v) end
+  return type(v)
+end
+
+-- split.new(sy [, extra_options]) -> router
+-- sy is the engine facade (require("switchyard")); options are read from
+-- sy.options.  extra_options is a set of further option names the calling
+-- policy accepts and checks itself, so a misspelt option is still refused.
+-- Loading the balancer here means a bad balancer name refuses the policy at
+-- load time, with the reason, and never fails a query later.
+function split.new(sy, extra_options)
+  local options = sy.options or {}
+  local config_dir = sy.config and sy.config.config_dir
+  local balancer_name = options.balancer or "round_robin"
+  local balancer_options = options.balancer_options or {}
+  local fallback = options.fallback_to_primary ~= false
+
+  local router = {}
+
+  -- Raised as errors: the engine calls this at (re)load and refuses the
+  -- policy with the message, keeping the previous one serving.
+  function router.selftest()
+    for k, v in pairs(options) do
+      if not SPLIT_OPTIONS[k] and not (extra_options and extra_options[k]) then
+        error(("policy_options.%s: unknown option"):format(tostring(k)), 0)
+      end
+      if k == "balancer" and (type(v) ~= "string" or v == "") then
+        error("policy_options.balancer: expected a balancer name or a path to a .lua file, got "
+          .. describe_option(v), 0)
+      elseif k == "balancer_options" and type(v) ~= "table" then
+        error("policy_options.balancer_options: expected a table, got " .. describe_option(v), 0)
+      elseif k == "fallback_to_primary" and type(v) ~= "boolean" then
+        error("policy_options.fallback_to_primary: expected true or false, got "
+          .. describe_option(v), 0)
+      end
+    end
+    local b = resolve.module(balancer_name, config_dir, "balancers")
+    if type(b.pick) ~= "function" then
+      error(("balancer %s has no pick(candidates, q, state, options) function")
+        :format(balancer_name), 0)
+    end
+    if b.check then b.check(balancer_options) end
+  end
+
+  -- Invalid options would make every query fail later; better to refuse now.
+  router.selftest()
+  local balancer = resolve.module(balancer_name, config_dir, "balancers")
+  local pick = balancer.pick
+
+  -- Balancer state persists across reloads in sy.shared, one namespace per
+  -- balancer (a different balancer after a reload starts clean) and one
+  -- table per cluster's replica set.
+  local shared = sy.shared
+  local ns_key = "balancer:" .. balancer_name
+  local ns = shared[ns_key]
+  if ns == nil then
+    ns = {}
+    shared[ns_key] = ns
+  end
+  local states = {}
+  local function state_for(cluster_name)
+    local s = states[cluster_name]
+    if s == nil then
+      local key = cluster_name .. ":replica"
+      s = ns[key]
+      if s == nil then
+        s = {}
+        ns[key] = s
+      end
+      states[cluster_name] = s
+    end
+    return s
+  end
+
+  local candidates, ncandidates = {}, 0
+
+  local function primary_of(cluster, failed_name)
+    local p = cluster.primary
+    if p == nil then
+      return nil, ("switchyard: cluster %q has no primary to run this statement"):format(cluster.name),
+        "08006"
+    end
+    if not p.healthy then
+      return nil, ("switchyard: primary %s of cluster %q is down"):format(p.name, cluster.name),
+        "08006"
+    end
+    if p.name == failed_name then
+      return nil, ("switchyard: no other node of cluster %q can take the retried read")
+        :format(cluster.name), "08006"
+    end
+    return p
+  end
+
+  local function pinned(q, name, failed_name)
+    local node = q.topology.by_name[name]
+    if node == nil then
+      return nil, ("switchyard: hint node=%s names no node"):format(name), "42704"
+    end
+    if not node.healthy or node.name == failed_name then
+      return nil, ("switchyard: hinted node %s is down"):format(name), "08006"
+    end
+    if node.role ~= "primary" and split.needs_primary(q) then
+      return nil, ("switchyard: hinted node %s is a replica and cannot run this statement")
+        :format(name), "25006"
+    end
+    return node
+  end
+
+  -- router.route(q, cluster) -> node | nil, message, sqlstate
+  function router.route(q, cluster)
+    local retry = q.retry
+    local failed_name = retry and retry.failed and retry.failed.name
+    local hints = q.hints
+    if hints then
+      local hinted = hints.node
+      if hinted then return pinned(q, hinted, failed_name) end
+      if hints.route == "primary" then return primary_of(cluster, failed_name) end
+    end
+    if split.needs_primary(q) then return primary_of(cluster, failed_name) end
+
+    local replicas = cluster.replicas
+    local n = 0
+    for i = 1, #replicas do
+      local r = replicas[i]
+      if r.healthy and r.name ~= failed_name then
+        n = n + 1
+        candidates[n] = r
+      end
+    end
+    -- Clear what a longer list left behind so #candidates is right.
+    for i = n + 1, ncandidates do candidates[i] = nil end
+    ncandidates = n
+
+    if n > 0 then
+      local node = pick(candidates, q, state_for(cluster.name), balancer_options)
+      if node then return node end
+    end
+    if not fallback then
+      return nil, ("switchyard: no healthy replica in cluster %q for this read"):format(cluster.name),
+        "08006"
+    end
+    return primary_of(cluster, failed_name)
+  end
+
+  return router
+end
+
+return split

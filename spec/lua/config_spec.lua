@@ -1,0 +1,495 @@
+-- config.validate / config.load: good configs normalise with every default,
+-- every kind of bad key is reported with its path, all at once.
+local fixture = require("support.policy_fixture")
+local config = require("switchyard.config")
+
+local ROOT = fixture.root
+
+local function base()
+  return fixture.raw_config()
+end
+
+local function validate(raw, dir)
+  return config.validate(raw, dir or ROOT, ROOT)
+end
+
+-- The error list of a config that must fail.
+local function errors_of(raw, dir)
+  local cfg, errs = validate(raw, dir)
+  assert.is_nil(cfg)
+  assert.is_table(errs)
+  return errs
+end
+
+local function has_error(errs, wanted)
+  for _, e in ipairs(errs) do
+    if e == wanted then return true end
+  end
+  error("missing error:\n  " .. wanted .. "\ngot:\n  " .. table.concat(errs, "\n  "), 2)
+end
+
+local function has_error_matching(errs, pattern)
+  for _, e in ipairs(errs) do
+    if e:find(pattern) then return e end
+  end
+  error("no error matching " .. pattern .. "\ngot:\n  " .. table.concat(errs, "\n  "), 2)
+end
+
+local tmpdirs = {}
+local function tmpdir()
+  local path = os.tmpname()
+  os.remove(path)
+  assert(os.execute("mkdir -p '" .. path .. "'"))
+  tmpdirs[#tmpdirs + 1] = path
+  return path
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+teardown(function()
+  for _, d in ipairs(tmpdirs) do os.execute("rm -rf '" .. d .. "'") end
+end)
+
+describe("config.validate on a good config", function()
+  it("fills every default", function()
+    local cfg = assert(validate(base()))
+    assert.same({ min = 1, max = 10, idle_timeout = 60, max_lifetime = 3600,
+      acquire_timeout = 5, connect_timeout = 5, reconnect_min = 0.1, reconnect_max = 10 }, cfg.pool)
+    assert.equal(0, cfg.query_timeout)
+    assert.is_true(cfg.retry_reads)
+    assert.same({}, cfg.write_functions)
+    assert.same({ instructions = 1000000, ms = 50 }, cfg.route_budget)
+    assert.equal("info", cfg.log_level)
+    assert.is_true(cfg.watch)
+    assert.equal("read_write_split", cfg.policy)
+    assert.same({}, cfg.policy_options)
+    assert.equal("main", cfg.default_cluster)
+    assert.equal(ROOT, cfg.config_dir)
+    assert.equal(ROOT, cfg.home)
+  end)
+
+  it("normalises clusters and nodes", function()
+    local cfg = assert(validate(base()))
+    assert.equal(1, #cfg.clusters)
+    local main = cfg.clusters[1]
+    assert.equal("main", main.name)
+    assert.equal(main, cfg.cluster_by_name.main)
+    assert.same({}, main.schemas)
+    assert.same(cfg.pool, main.pool)
+    assert.equal("primary", main.primary)
+    assert.equal(3, #main.nodes)
+    assert.same({ name = "replica1", full_name = "main.replica1", cluster = "main",
+      conninfo = "host=127.0.0.1 port=5433", role = "replica", weight = 1, tags = {} },
+      main.nodes[2])
+  end)
+
+  it("sorts clusters by name, merges pool overrides, maps schemas to owners", function()
+    local cfg = assert(validate({
+      clusters = {
+        users = { nodes = { { name = "p", conninfo = "x", role = "primary" } },
+                  schemas = { "Users", "auth" }, pool = { max = 50 } },
+        commerce = { nodes = { { name = "p", conninfo = "y", role = "primary",
+                                 tags = { region = "eu", rack = 3, ssd = true } } },
+                     schemas = { "orders" } },
+      },
+      default_cluster = "users",
+      pool = { min = 2 },
+    }))
+    assert.equal("commerce", cfg.clusters[1].name)
+    assert.equal("users", cfg.clusters[2].name)
+    assert.equal(2, cfg.cluster_by_name.users.pool.min)
+    assert.equal(50, cfg.cluster_by_name.users.pool.max)
+    assert.equal(10, cfg.cluster_by_name.commerce.pool.max)
+    assert.same({ "users", "auth" }, cfg.cluster_by_name.users.schemas)
+    assert.same({ users = "users", auth = "users", orders = "commerce" }, cfg.schema_owner)
+    assert.same({ region = "eu", rack = 3, ssd = true }, cfg.clusters[1].nodes[1].tags)
+  end)
+
+  it("accepts role auto, weights, and every top-level key", function()
+    local raw = base()
+    raw.clusters.main.nodes[2].role = "auto"
+    raw.clusters.main.nodes[2].weight = 3
+    raw.query_timeout = 2.5
+    raw.retry_reads = false
+    raw.watch = false
+    raw.write_functions = { "my_func", "audit.log_event" }
+    raw.route_budget = { ms = 10 }
+    raw.log_level = "debug"
+    raw.policy_options = { balancer = "weighted" }
+    local cfg = assert(validate(raw))
+    assert.equal("auto", cfg.clusters[1].nodes[2].role)
+    assert.equal(3, cfg.clusters[1].nodes[2].weight)
+    assert.equal(2.5, cfg.query_timeout)
+    assert.is_false(cfg.retry_reads)
+    assert.is_false(cfg.watch)
+    assert.same({ "my_func", "audit.log_event" }, cfg.write_functions)
+    assert.same({ instructions = 1000000, ms = 10 }, cfg.route_budget)
+    assert.equal("debug", cfg.log_level)
+    assert.same({ balancer = "weighted" }, cfg.policy_options)
+  end)
+
+  it("allows a cluster with no primary and pool min = 0", function()
+    local cfg = assert(validate({
+      clusters = { ro = { nodes = { { name = "r", conninfo = "x", role = "replica" } } } },
+      pool = { min = 0, max = 1 },
+    }))
+    assert.is_nil(cfg.clusters[1].primary)
+    assert.equal(0, cfg.pool.min)
+  end)
+
+  it("does not modify the raw table", function()
+    local raw = base()
+    validate(raw)
+    assert.same(base(), raw)
+  end)
+end)
+
+describe("config.validate reports", function()
+  it("a non-table config", function()
+    local cfg, errs = validate("nope")
+    assert.is_nil(cfg)
+    assert.same({ 'config: expected a table, got string "nope"' }, errs)
+  end)
+
+  it("unknown keys at every level, with a suggestion for near misses", function()
+    local raw = base()
+    raw.colour = "blue"
+    raw.clusters.main.nodes[1].colour = "red"
+    raw.clusters.main.nodes[2].wieght = 2
+    raw.clusters.main.shemas = { "x" }
+    raw.pool = { maxx = 3 }
+    raw.route_budget = { seconds = 1 }
+    local errs = errors_of(raw)
+    has_error(errs, "colour: unknown key")
+    has_error(errs, "clusters.main.nodes[1].colour: unknown key")
+    has_error(errs, 'clusters.main.nodes[2].wieght: unknown key (did you mean "weight"?)')
+    has_error(errs, 'clusters.main.shemas: unknown key (did you mean "schemas"?)')
+    has_error(errs, 'pool.maxx: unknown key (did you mean "max"?)')
+    has_error(errs, "route_budget.seconds: unknown key")
+    assert.equal(6, #errs)
+  end)
+
+  it("a bad weight with the exact message", function()
+    local raw = base()
+    raw.clusters.main.nodes[2].weight = "x"
+    raw.clusters.main.nodes[3].weight = 1.5
+    raw.clusters.main.nodes[1].weight = 0
+    local errs = errors_of(raw)
+    has_error(errs, 'clusters.main.nodes[2].weight: expected a positive integer, got string "x"')
+    has_error(errs, "clusters.main.nodes[3].weight: expected a positive integer, got number 1.5")
+    has_error(errs, "clusters.main.nodes[1].weight: expected a positive integer, got number 0")
+  end)
+
+  it("every node problem", function()
+    local errs = errors_of({
+      clusters = {
+        main = {
+          nodes = {
+            { name = "p", conninfo = "x", role = "primary" },
+            { name = "p", conninfo = "", role = "master" },
+            { name = "bad name", role = "primary", tags = { region = {} } },
+            { conninfo = "x", role = "primary" },
+            "node",
+          },
+        },
+      },
+    })
+    has_error(errs, 'clusters.main.nodes[2].name: duplicate node name "p" (also nodes[1])')
+    has_error(errs, "clusters.main.nodes[2].conninfo: expected a non-empty libpq connection string, "
+      .. 'got string ""')
+    has_error(errs, 'clusters.main.nodes[2].role: expected "primary", "replica" or "auto", got string "master"')
+    has_error(errs, "clusters.main.nodes[3].name: expected a node name (letters, digits, _ and -), "
+      .. 'got string "bad name"')
+    has_error(errs, "clusters.main.nodes[3].conninfo: required (a libpq connection string)")
+    has_error(errs, "clusters.main.nodes[3].role: a cluster has at most one primary (nodes[1] is one)")
+    has_error(errs, "clusters.main.nodes[3].tags.region: expected a string, number or boolean, got table")
+    has_error(errs, "clusters.main.nodes[4].name: required (a node name: letters, digits, _ and -)")
+    has_error(errs, "clusters.main.nodes[4].role: a cluster has at most one primary (nodes[1] is one)")
+    has_error(errs, 'clusters.main.nodes[5]: expected a node table, got string "node"')
+    assert.equal(10, #errs)
+  end)
+
+  it("a missing role and bad tags", function()
+    local errs = errors_of({ clusters = { main = { nodes = {
+      { name = "a", conninfo = "x", tags = "eu" },
+      { name = "b", conninfo = "x", role = "replica", tags = { [1] = "x" } },
+    } } } })
+    has_error(errs, 'clusters.main.nodes[1].role: required ("primary", "replica" or "auto")')
+    has_error(errs, "clusters.main.nodes[1].tags: expected a map of tag name -> string, number or boolean, "
+      .. 'got string "eu"')
+    has_error(errs, "clusters.main.nodes[2].tags[1]: tag names must be non-empty strings")
+  end)
+
+  it("bad clusters and node lists", function()
+    has_error(errors_of({}), "clusters: required (a map of cluster name -> cluster)")
+    has_error(errors_of({ clusters = "main" }),
+      'clusters: expected a map of cluster name -> cluster, got string "main"')
+    has_error(errors_of({ clusters = {} }), "clusters: expected at least one cluster")
+    local errs = errors_of({ clusters = {
+      ["bad-name"] = { nodes = { { name = "p", conninfo = "x", role = "primary" } } },
+      a = { nodes = {} },
+      b = {},
+      c = { nodes = { x = 1 } },
+      d = "cluster",
+      e = { nodes = "p" },
+    }, default_cluster = "a" })
+    has_error(errs, 'clusters["bad-name"]: invalid cluster name (expected letters, digits and _)')
+    has_error(errs, "clusters.a.nodes: expected at least one node")
+    has_error(errs, "clusters.b.nodes: required (an array of at least one node)")
+    has_error(errs, "clusters.c.nodes: expected an array of nodes, got a table with non-array keys")
+    has_error(errs, 'clusters.d: expected a cluster table, got string "cluster"')
+    has_error(errs, 'clusters.e.nodes: expected an array of nodes, got string "p"')
+    assert.equal(6, #errs)
+  end)
+
+  it("schemas: type, duplicates and ownership by two clusters", function()
+    local errs = errors_of({
+      clusters = {
+        a = { nodes = { { name = "p", conninfo = "x", role = "primary" } },
+              schemas = { "sales", "SALES", 3 } },
+        b = { nodes = { { name = "p", conninfo = "x", role = "primary" } },
+              schemas = { "Sales" } },
+        c = { nodes = { { name = "p", conninfo = "x", role = "primary" } },
+              schemas = "sales" },
+      },
+      default_cluster = "a",
+    })
+    has_error(errs, 'clusters.a.schemas[2]: duplicate schema "sales"')
+    has_error(errs, "clusters.a.schemas[3]: expected a schema name, got number 3")
+    has_error(errs, 'clusters.b.schemas[1]: schema "sales" is already owned by cluster "a"')
+    has_error(errs, 'clusters.c.schemas: expected an array of schema names, got string "sales"')
+    assert.equal(4, #errs)
+  end)
+
+  it("default_cluster missing, unknown or mistyped", function()
+    local two = {
+      a = { nodes = { { name = "p", conninfo = "x", role = "primary" } } },
+      b = { nodes = { { name = "p", conninfo = "x", role = "primary" } } },
+    }
+    has_error(errors_of({ clusters = two }),
+      "default_cluster: required when there is more than one cluster (one of: a, b)")
+    has_error(errors_of({ clusters = two, default_cluster = "c" }),
+      'default_cluster: no cluster named "c" (clusters: a, b)')
+    has_error(errors_of({ clusters = two, default_cluster = 1 }),
+      "default_cluster: expected a cluster name, got number 1")
+  end)
+
+  it("pool ranges, integer-ness and relations", function()
+    local raw = base()
+    raw.pool = { min = -1, max = 0, idle_timeout = "60", max_lifetime = 1 / 0,
+                 acquire_timeout = 0, connect_timeout = -1, reconnect_min = 0 / 0 }
+    local errs = errors_of(raw)
+    has_error(errs, "pool.min: expected a non-negative integer, got number -1")
+    has_error(errs, "pool.max: expected a positive integer, got number 0")
+    has_error(errs, 'pool.idle_timeout: expected a non-negative number, got string "60"')
+    has_error(errs, "pool.max_lifetime: expected a non-negative number, got number inf")
+    has_error(errs, "pool.acquire_timeout: expected a positive number, got number 0")
+    has_error(errs, "pool.connect_timeout: expected a positive number, got number -1")
+    has_error_matching(errs, "^pool%.reconnect_min: expected a positive number, got number %-?nan")
+    assert.equal(7, #errs)
+
+    raw.pool = { min = 20, max = 10, reconnect_min = 5, reconnect_max = 1 }
+    errs = errors_of(raw)
+    has_error(errs, "pool.min: expected at most max (10), got number 20")
+    has_error(errs, "pool.reconnect_min: expected at most reconnect_max (1), got number 5")
+    assert.equal(2, #errs)
+
+    -- An invalid max is not used for the relation: min is compared with the default.
+    raw.pool = { min = 3, max = 10.5 }
+    assert.same({ "pool.max: expected a positive integer, got number 10.5" }, errors_of(raw))
+  end)
+
+  it("per-cluster pool overrides with their own path", function()
+    local raw = base()
+    raw.pool = { min = 5 }
+    raw.clusters.main.pool = { max = 3, acquire_timeout = "soon" }
+    local errs = errors_of(raw)
+    has_error(errs, 'clusters.main.pool.acquire_timeout: expected a positive number, got string "soon"')
+    has_error(errs, "clusters.main.pool.min: expected at most max (3), got number 5")
+    assert.equal(2, #errs)
+    raw.clusters.main.pool = 7
+    has_error(errors_of(raw), "clusters.main.pool: expected a table, got number 7")
+  end)
+
+  it("scalar top-level keys", function()
+    local raw = base()
+    raw.query_timeout = -1
+    raw.retry_reads = "yes"
+    raw.watch = 1
+    raw.write_functions = { "ok_fn", "MyFunc", 4 }
+    raw.route_budget = { instructions = 0, ms = "x" }
+    raw.log_level = "verbose"
+    raw.policy_options = "fast"
+    local errs = errors_of(raw)
+    has_error(errs, "query_timeout: expected a non-negative number, got number -1")
+    has_error(errs, 'retry_reads: expected true or false, got string "yes"')
+    has_error(errs, "watch: expected true or false, got number 1")
+    has_error(errs, 'write_functions[2]: expected a lowercase function name, got string "MyFunc"')
+    has_error(errs, "write_functions[3]: expected a lowercase function name, got number 4")
+    has_error(errs, "route_budget.instructions: expected a positive integer, got number 0")
+    has_error(errs, 'route_budget.ms: expected a positive number, got string "x"')
+    has_error(errs, 'log_level: expected one of debug, info, warn, error, got string "verbose"')
+    has_error(errs, 'policy_options: expected a table, got string "fast"')
+    assert.equal(9, #errs)
+    raw = base()
+    raw.write_functions = "f"
+    raw.route_budget = 5
+    errs = errors_of(raw)
+    has_error(errs, 'write_functions: expected an array of lowercase function names, got string "f"')
+    has_error(errs, "route_budget: expected a table, got number 5")
+  end)
+
+  it("collects problems from every part of the config at once", function()
+    local raw = base()
+    raw.clusters.main.nodes[2].weight = "x"
+    raw.clusters.main.nodes[3].role = "leader"
+    raw.pool = { max = -5 }
+    raw.log_level = 3
+    raw.policy = "no_such_policy"
+    assert.equal(5, #errors_of(raw))
+  end)
+end)
+
+describe("config.validate policy resolution", function()
+  it("resolves a built-in name under home/policies", function()
+    local raw = base()
+    raw.policy = "schema_routing"
+    local cfg = assert(validate(raw))
+    assert.equal(ROOT .. "/policies/schema_routing.lua", cfg.policy_path)
+    assert.equal(ROOT .. "/policies/read_write_split.lua", assert(validate(base())).policy_path)
+  end)
+
+  it("refuses an unknown built-in, naming where it looked", function()
+    local raw = base()
+    raw.policy = "nope"
+    local errs = errors_of(raw)
+    has_error(errs, ('policy: no built-in "nope" (looked for %s/policies/nope.lua)'):format(ROOT))
+  end)
+
+  it("resolves relative paths against config_dir", function()
+    local dir = tmpdir()
+    assert(os.execute("mkdir -p '" .. dir .. "/pol'"))
+    write(dir .. "/mine.lua", "return {}")
+    write(dir .. "/pol/other.lua", "return {}")
+    local raw = base()
+    raw.policy = "mine.lua"
+    assert.equal(dir .. "/mine.lua", assert(validate(raw, dir)).policy_path)
+    raw.policy = "./pol/../pol/other.lua"
+    assert.equal(dir .. "/pol/other.lua", assert(validate(raw, dir)).policy_path)
+    raw.policy = dir .. "/mine.lua"
+    assert.equal(dir .. "/mine.lua", assert(validate(raw, "/")).policy_path)
+    raw.policy = "missing.lua"
+    has_error(errors_of(raw, dir), ("policy: file %s/missing.lua not found"):format(dir))
+    raw.policy = "pol/"
+    has_error(errors_of(raw, dir), ("policy: file %s/pol not found"):format(dir))
+  end)
+
+  it("refuses a policy that is neither a name nor a path", function()
+    local raw = base()
+    raw.policy = "my policy"
+    has_error(errors_of(raw),
+      'policy: "my policy" is neither a built-in name (letters, digits, _) nor a path to a .lua file')
+    raw.policy = 42
+    has_error(errors_of(raw),
+      "policy: expected a built-in policy name or a path to a .lua file, got number 42")
+  end)
+
+  it("makes a relative config_dir absolute", function()
+    local cfg = assert(config.validate(base(), ".", ROOT))
+    assert.equal("/", cfg.config_dir:sub(1, 1))
+  end)
+end)
+
+describe("config.load", function()
+  it("loads a good file and resolves paths against its directory", function()
+    local dir = tmpdir()
+    write(dir .. "/p.lua", "return { route = function() end }")
+    local path = write(dir .. "/switchyard.lua", [[
+      local port = tonumber(os.getenv("SY_SPEC_UNSET_PORT") or "5432")
+      local replicas = {}
+      for i = 1, 2 do
+        replicas[#replicas + 1] = { name = "r" .. i, conninfo = string.format("port=%d", port + i),
+                                    role = "replica" }
+      end
+      table.insert(replicas, 1, { name = "p", conninfo = "port=" .. tostring(port), role = "primary" })
+      return { clusters = { main = { nodes = replicas } }, policy = "p.lua",
+               pool = { max = math.max(4, 2) } }
+    ]])
+    local cfg, errs = config.load(path, ROOT)
+    assert.is_nil(errs)
+    assert.equal(dir, cfg.config_dir)
+    assert.equal(path, cfg.config_path)
+    assert.equal(dir .. "/p.lua", cfg.policy_path)
+    assert.equal("port=5434", cfg.clusters[1].nodes[3].conninfo)
+    assert.equal(4, cfg.pool.max)
+  end)
+
+  it("reports a syntax error with file:line", function()
+    local path = write(tmpdir() .. "/bad.lua", "return {\n  clusters = {\n    main = ,\n}\n")
+    local cfg, errs = config.load(path, ROOT)
+    assert.is_nil(cfg)
+    assert.equal(1, #errs)
+    assert.truthy(errs[1]:find(path .. ":3:", 1, true), errs[1])
+  end)
+
+  it("reports a runtime error with file:line", function()
+    local path = write(tmpdir() .. "/boom.lua", "local x = nil\n\nreturn x.y\n")
+    local _, errs = config.load(path, ROOT)
+    assert.truthy(errs[1]:find(path .. ":3:", 1, true), errs[1])
+  end)
+
+  it("reports a missing file", function()
+    local _, errs = config.load("/nonexistent/switchyard.lua", ROOT)
+    assert.truthy(errs[1]:find("/nonexistent/switchyard.lua", 1, true))
+  end)
+
+  it("requires a table", function()
+    local path = write(tmpdir() .. "/num.lua", "return 42\n")
+    local _, errs = config.load(path, ROOT)
+    assert.same({ path .. ": the config must return a table, got number 42" }, errs)
+  end)
+
+  it("runs the config in a sandbox: no io, no require, no leaked globals", function()
+    local dir = tmpdir()
+    local _, errs = config.load(write(dir .. "/io.lua", "\nio.write('x')\nreturn {}\n"), ROOT)
+    assert.truthy(errs[1]:find(dir .. "/io.lua:2: unknown name \"io\"", 1, true), errs[1])
+    _, errs = config.load(write(dir .. "/req.lua", "local x = require('os')\nreturn {}\n"), ROOT)
+    assert.truthy(errs[1]:find(dir .. "/req.lua:1: unknown name \"require\"", 1, true), errs[1])
+    -- A typo reads as an error, not as nil.
+    _, errs = config.load(write(dir .. "/typo.lua", "return { retry_reads = tru }\n"), ROOT)
+    assert.truthy(errs[1]:find('unknown name "tru"', 1, true), errs[1])
+
+    local ok = config.load(write(dir .. "/leak.lua", [[
+      leaked_by_config = 1
+      string.format = nil
+      local raw = { clusters = { main = { nodes = { { name = "p", conninfo = "x",
+                    role = "primary" } } } } }
+      raw.watch = leaked_by_config == 1
+      return raw
+    ]]), ROOT)
+    assert.is_table(ok)
+    assert.is_true(ok.watch)
+    assert.is_nil(rawget(_G, "leaked_by_config"))
+    assert.is_function(string.format)
+  end)
+
+  it("stops a config that never finishes", function()
+    local path = write(tmpdir() .. "/loop.lua", "local i = 0\nwhile true do i = i + 1 end\n")
+    local _, errs = config.load(path, ROOT)
+    assert.truthy(errs[1]:find("instructions", 1, true), errs[1])
+    assert.truthy(errs[1]:find(path .. ":2:", 1, true), errs[1])
+  end)
+
+  it("returns the validation errors of a well-formed file", function()
+    local path = write(tmpdir() .. "/invalid.lua",
+      "return { clusters = { main = { nodes = { { name = 'p', conninfo = 'x', role = 'boss' } } } } }")
+    local cfg, errs = config.load(path, ROOT)
+    assert.is_nil(cfg)
+    assert.same({ 'clusters.main.nodes[1].role: expected "primary", "replica" or "auto", got string "boss"' }, errs)
+  end)
+end)

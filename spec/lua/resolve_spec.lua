@@ -1,0 +1,80 @@
+-- resolve: built-in names, paths relative to the config, caching, errors.
+local fixture = require("support.policy_fixture")
+local resolve = require("switchyard.resolve")
+
+describe("switchyard.resolve", function()
+  before_each(resolve.clear_cache)
+
+  it("tells names from paths", function()
+    assert.is_falsy(resolve.is_path("round_robin"))
+    assert.is_truthy(resolve.is_path("lb.lua"))
+    assert.is_truthy(resolve.is_path("lib/lb"))
+  end)
+
+  it("normalises and absolutises paths", function()
+    assert.equal("/a/c", resolve.normalize("/a/./b/../c/"))
+    assert.equal("../x", resolve.normalize("../x"))
+    assert.equal("/x", resolve.normalize("/../x"))
+    assert.equal(".", resolve.normalize("a/.."))
+    assert.equal("/etc/sy/lb.lua", resolve.absolute("lb.lua", "/etc/sy"))
+    assert.equal("/lb.lua", resolve.absolute("/lb.lua", "/etc/sy"))
+    assert.equal("/", resolve.absolute("x/.."):sub(1, 1))
+    assert.equal("/etc", resolve.dirname("/etc/sy.lua"))
+    assert.equal(".", resolve.dirname("sy.lua"))
+    assert.equal("/", resolve.dirname("/sy.lua"))
+  end)
+
+  it("loads a built-in balancer by name, once", function()
+    local rr = resolve.module("round_robin")
+    assert.equal(require("balancers.round_robin"), rr)
+    assert.equal(rr, resolve.module("round_robin", "/anywhere"))
+  end)
+
+  it("loads a file relative to config_dir and caches it", function()
+    local path = fixture.tempfile("LOADS = (LOADS or 0) + 1\nreturn { pick = function() end }",
+      "_count.lua")
+    local dir, file = path:match("^(.*)/([^/]*)$")
+    local a = resolve.module(file, dir)
+    local b = resolve.module("./" .. file, dir)
+    local c = resolve.module(path)
+    assert.equal(a, b)
+    assert.equal(a, c)
+    assert.equal(1, rawget(_G, "LOADS"))
+    rawset(_G, "LOADS", nil)
+    os.remove(path)
+  end)
+
+  it("names the file or module in every error", function()
+    assert.has_error(function() resolve.module("nope") end,
+      'unknown balancer "nope": there is no built-in policies/balancers/nope.lua')
+    assert.has_error(function() resolve.module("bad name") end,
+      'balancer: "bad name" is neither a built-in name (letters, digits, _) nor a path to a .lua file')
+    assert.has_error(function() resolve.module(nil) end,
+      "balancer: expected a name or a path to a .lua file, got nil")
+    local ok, err = pcall(resolve.module, "missing.lua", "/nonexistent")
+    assert.is_false(ok)
+    assert.truthy(err:find("cannot load balancer: cannot open /nonexistent/missing.lua", 1, true), err)
+
+    local syntax = fixture.tempfile("return {\n pick = \n", "_syntax.lua")
+    ok, err = pcall(resolve.module, syntax)
+    assert.is_false(ok)
+    assert.truthy(err:find(syntax .. ":3:", 1, true), err)
+    local boom = fixture.tempfile("\nerror('boom')\n", "_boom.lua")
+    ok, err = pcall(resolve.module, boom)
+    assert.is_false(ok)
+    assert.truthy(err:find(boom .. ":2: boom", 1, true), err)
+    local str = fixture.tempfile("return 'x'", "_str.lua")
+    ok, err = pcall(resolve.module, str)
+    assert.is_false(ok)
+    assert.equal(("balancer %s must return a table, got string"):format(str), err)
+    for _, p in ipairs({ syntax, boom, str }) do os.remove(p) end
+  end)
+
+  it("resolves files for the config", function()
+    assert.equal(fixture.root .. "/policies/read_write_split.lua",
+      resolve.file("read_write_split", "/tmp", fixture.root, "policies"))
+    local path, err = resolve.file("nope.lua", "/nonexistent", fixture.root, "policies")
+    assert.is_nil(path)
+    assert.equal("file /nonexistent/nope.lua not found", err)
+  end)
+end)
