@@ -2,8 +2,8 @@
  * pool.c - the connections of one node: warm-up to a minimum, growth to a
  * maximum, a wait queue with a deadline, idle timeout and maximum lifetime,
  * reconnect with exponential backoff and jitter, and detection of broken
- * connections.  It also is the node's only health signal until a health
- * poller exists: a failed connect marks the node down, a successful one up.
+ * connections.  A failed connect marks the node down at once (the fast
+ * path to failing over reads); marking it up is left to the health poller.
  */
 #include "internal.h"
 
@@ -144,7 +144,8 @@ void sy__pool_conn_connected(sy_pool *pool, sy_conn *conn)
     pool->n_connecting--;
     pool->backoff = 0;
     pool->last_error[0] = '\0';
-    sy__node_set_health(pool->node, 1, "connected");
+    /* A connect that succeeds says little during a shutdown or a flap;
+     * marking the node up again is the health poller's call (rise). */
     if (pool->closing) {
         sy_list_remove(&conn->link_all);
         pool->n_total--;

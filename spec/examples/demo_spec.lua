@@ -13,7 +13,10 @@ describe("examples/demo.lua", function()
     local t0 = cluster.now()
     -- SWITCHYARD_BUILD (and SWITCHYARD_LIB, when set) pass through the
     -- environment, as `make demo` passes them.
-    code, out, err = cluster.run("cd " .. quote(root) .. " && timeout 120 luajit examples/demo.lua")
+    -- Under SANITIZE=1 the sanitized library needs its runtimes preloaded.
+    local preload = os.getenv("SY_SANITIZER_PRELOAD")
+    local env = preload and ("LD_PRELOAD=" .. quote(preload) .. " ") or ""
+    code, out, err = cluster.run("cd " .. quote(root) .. " && " .. env .. "timeout 120 luajit examples/demo.lua")
     seconds = cluster.now() - t0
   end)
 

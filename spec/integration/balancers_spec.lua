@@ -78,13 +78,6 @@ describe("balancers against real replicas", function()
     e:run_for(0.1)
   end
 
-  -- The engine stamps a query with the loop's cached time (ev_now), which
-  -- goes stale while the spec blocks in psql or pg_ctl; one loop turn
-  -- refreshes it so the next queries' latencies are not inflated.
-  local function fresh(e)
-    e:run_for(0)
-  end
-
   local function served_by(reply)
     assert.is_true(reply.ok, reply.message)
     local who = ports[reply.value]
@@ -191,7 +184,6 @@ describe("balancers against real replicas", function()
     assert.are.equal(0, before.failed, shown(before))
     assert.is_true(before.replica2 > 0, "replica2 served nothing while up: " .. shown(before))
     bed:stop_node(c.replicas[2], "fast")
-    fresh(eng)
     local ok, err = pcall(function()
       local count = tally(eng:query_many(300, 4, function() return WHO end))
       assert.are.equal(0, count.failed, shown(count))
@@ -212,10 +204,11 @@ describe("balancers against real replicas", function()
     assert.is_true(after.replica2 >= 50, shown(after))
   end)
 
-  -- ENGINE BUG (see the report): the figures a replica earned while failing
-  -- (error_rate, latency) only change when it serves queries, and
-  -- health_aware never sends it one, so a replica that broke a few queries
-  -- and came back is shunned for good.
+  -- The figures a replica earns while failing (error_rate, latency) only
+  -- move when it serves queries, and health_aware sends none to a node it
+  -- scores under the threshold: unless the engine refreshes them (on
+  -- node_up, from the health poll) a replica that broke a few queries and
+  -- came back is shunned for good.
   it("health aware sends reads again to a replica that broke queries and came back", function()
     start([[
       policy_options = { balancer = "health_aware" },
@@ -234,7 +227,6 @@ describe("balancers against real replicas", function()
     assert.is_true(eng:node_stats()["main.replica2"].inflight >= 4,
       "too few long queries on replica2 for the case to mean anything")
     bed:kill_node(c.replicas[2])
-    fresh(eng)
     local ok, err = pcall(function()
       assert.is_true(eng:run_until(function() return done == 10 end, 20))
       for i = 1, 10 do
@@ -269,7 +261,6 @@ describe("balancers against real replicas", function()
       },
       pool = { min = 1, max = 8 },
     ]], { replicas = { { name = "replica1", conninfo = relay.conninfo .. " sslmode=prefer" }, c.replicas[2] } })
-    fresh(eng)
     local count = tally(eng:query_many(200, 4, function() return WHO end))
     local st = eng:node_stats()["main.replica1"]
     relay.stop()
@@ -304,11 +295,11 @@ describe("balancers against real replicas", function()
     assert.are.equal(200, count.replica1, shown(count))
   end)
 
-  -- ENGINE BUG (see the report): replica3 has received megabytes of WAL it
-  -- has not replayed, but it has replayed no transaction since it started,
-  -- so pg_last_xact_replay_timestamp() is NULL and the poller reports
-  -- lag_ms = 0 ("not behind"); health_aware trusts a known lag_ms and never
-  -- looks at lag_bytes.
+  -- replica3 has received megabytes of WAL it has not replayed but has
+  -- replayed no transaction since it started, so
+  -- pg_last_xact_replay_timestamp() is NULL: the poller must not read that
+  -- as "not behind" (health_aware trusts a known lag_ms and then never
+  -- looks at lag_bytes).
   it("health aware gives no reads to a replica that has replayed nothing since it started", function()
     start([[
       policy_options = {

@@ -143,8 +143,8 @@ describe("node failures", function()
     assert.is_true(math.abs(back.replica1 - 100) <= 10, back.why)
   end)
 
-  -- ENGINE BUG (see the report): each backoff step opens pool.min
-  -- connections at once, not one probe.
+  -- Each backoff step sends one probe, not pool.min connections at once
+  -- (which would also double the backoff once per failed connection).
   it("probes a node that is down once per backoff step", function()
     local e = start(nil, [[
       pool = { min = 4, max = 8, connect_timeout = 5, reconnect_min = 0.1, reconnect_max = 0.5 },
@@ -179,10 +179,10 @@ describe("node failures", function()
     assert.is_false(e:node_stats()["main.replica2"].healthy)
   end)
 
-  -- ENGINE BUG (see the report): with a fast shutdown every backend sends
-  -- FATAL 57P01 before closing.  A read sent on such a pooled connection
-  -- before the loop noticed gets that FATAL as a result, so
-  -- sy__request_conn_done() sees nresults > 0 and does not retry it.
+  -- With a fast shutdown every backend sends FATAL 57P01 before closing.
+  -- A read sent on such a pooled connection before the loop noticed gets
+  -- that FATAL as its only result, which is no answer: it must still be
+  -- retried elsewhere.
   it("retries reads sent on pooled connections of a replica that just shut down", function()
     local e = start()
     warm(e)

@@ -208,10 +208,10 @@ describe("pools against real servers", function()
     assert.is_true(stats(e).healthy)
   end)
 
-  -- ENGINE BUG (see the report): the loop has not run since the server
-  -- killed the idle connection, so its FATAL and EOF sit unread in the
-  -- socket; sy__pool_acquire() checks only PQstatus(), which libpq updates
-  -- when it reads, and hands the dead connection to the write.
+  -- The loop has not run since the server killed the idle connection, so
+  -- its FATAL and EOF sit unread in the socket and PQstatus() still says
+  -- CONNECTION_OK until libpq reads them: the pool must look before it
+  -- hands the connection to a write, which cannot be retried.
   it("does not hand out an idle connection the server killed before the loop noticed", function()
     local e = start("{ min = 1, max = 1 }")
     local first = e:query("SELECT pg_backend_pid()")
@@ -254,10 +254,9 @@ describe("pools against real servers", function()
     assert.are.equal(35, e:engine_stats().queries)
   end)
 
-  -- ENGINE BUG (see the report): sy_query() stamps the query with
-  -- ev_now(), the time of the loop's last wake-up.  A host that calls it
-  -- outside a loop callback after being busy for a while gets that while
-  -- counted as the node's latency.
+  -- ev_now() is the time of the loop's last wake-up: a host that calls
+  -- sy_query() outside a loop callback after being busy for a while must
+  -- not see that while counted as the node's latency.
   it("does not count the time before a query was submitted as its latency", function()
     local e = start("{ min = 1, max = 1 }")
     assert.is_true(eventually(e, function() return stats(e).idle == 1 end))

@@ -22,6 +22,18 @@ sy_path="./spec/?.lua;./lua/?.lua;./policies/?.lua;./lua/?/init.lua;./policies/?
 LUA_PATH="$sy_path;${LUA_PATH:-;}"
 export LUA_PATH
 
+# A sanitizer build (make test SANITIZE=1) is loaded into LuaJIT through
+# the FFI, so the sanitizer runtimes must be in the process from its start.
+# Any report aborts the spec's process, which counts as a failure.  Leak
+# detection stays on for the C programs specs run, off for LuaJIT itself
+# (the interpreter and busted keep memory until exit by design).
+if [ "${SANITIZE:-}" = 1 ]; then
+    LD_PRELOAD="$(cc -print-file-name=libasan.so) $(cc -print-file-name=libubsan.so)"
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:abort_on_error=1}
+    UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+    export LD_PRELOAD ASAN_OPTIONS UBSAN_OPTIONS
+fi
+
 timeout_s=${SY_SPEC_TIMEOUT:-600}
 busted_cmd=${SY_BUSTED:-luajit /usr/bin/busted}
 handler=spec/support/summary_output.lua
