@@ -64,6 +64,17 @@ static void notice_receiver(void *arg, const PGresult *res)
     }
 }
 
+PGconn *sy__connect_start(const char *conninfo, const char *application_name)
+{
+    /* The node's conninfo (a key=value string or a URI) is expanded in
+     * place of dbname; later keywords override it, fallback_application_name
+     * only fills a gap. */
+    const char *keys[] = {"dbname", "fallback_application_name",
+                          application_name ? "application_name" : NULL, NULL};
+    const char *values[] = {conninfo, "switchyard", application_name, NULL};
+    return PQconnectStartParams(keys, values, 1);
+}
+
 sy_conn *sy__conn_start(sy_pool *pool, char *err, size_t errlen)
 {
     sy_conn *conn = calloc(1, sizeof *conn);
@@ -72,7 +83,7 @@ sy_conn *sy__conn_start(sy_pool *pool, char *err, size_t errlen)
         return NULL;
     }
     conn->pool = pool;
-    conn->pg = PQconnectStart(pool->node->conninfo);
+    conn->pg = sy__connect_start(pool->node->conninfo, NULL);
     if (!conn->pg) {
         sy__fmt(err, errlen, "out of memory");
         free(conn);
@@ -255,7 +266,13 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         connect_step(conn);
         break;
     case SY_CONN_BUSY:
-        query_step(conn, revents);
+        if (conn->request) {
+            query_step(conn, revents);
+        } else if (!PQconsumeInput(conn->pg)) {
+            /* Held by a session between queries and closed by the server:
+             * stop watching a dead socket; the next send reports it. */
+            sy__conn_set_watch(conn, 0);
+        }
         break;
     case SY_CONN_IDLE:
         /* An idle connection became readable: the server closed it or sent

@@ -28,18 +28,27 @@ static void copy_out(char *out, size_t out_len, const sy_buf *b)
     sy__fmt(out, out_len, "%s", b->buf ? b->buf : "");
 }
 
+/* Loads a config and its policy with no engine; on failure writes why to
+ * out and returns NULL. */
+static sy_lua *load_offline(const char *config_path, const char *home,
+                            char *out, size_t out_len)
+{
+    char err[4096];
+    sy_lua *lua = sy__lua_load(NULL, config_path, resolve_home(home), NULL,
+                               err, sizeof err);
+    if (!lua)
+        sy__fmt(out, out_len, "%s", err);
+    return lua;
+}
+
 int sy_config_check(const char *config_path, const char *home, char *out,
                     size_t out_len)
 {
     if (!config_path)
         return SY_EINVAL;
-    char err[4096];
-    sy_lua *lua = sy__lua_load(NULL, config_path, resolve_home(home), NULL,
-                               err, sizeof err);
-    if (!lua) {
-        sy__fmt(out, out_len, "%s", err);
+    sy_lua *lua = load_offline(config_path, home, out, out_len);
+    if (!lua)
         return SY_ECONFIG;
-    }
     sy_buf b;
     sy__buf_init(&b);
     int clusters = 0;
@@ -133,18 +142,6 @@ static int fake_session(sy_session *s, const char *const *vars)
     return 0;
 }
 
-static void free_fake_session(sy_session *s)
-{
-    for (int i = 0; i < s->nvars; i++) {
-        free(s->var_names[i]);
-        free(s->var_values[i]);
-    }
-    free(s->var_names);
-    free(s->var_values);
-    free(s->user);
-    free(s->database);
-    free(s->application_name);
-}
 
 int sy_route_dry_run(const char *config_path, const char *home,
                      const char *sql, const char *const *params,
@@ -153,13 +150,9 @@ int sy_route_dry_run(const char *config_path, const char *home,
 {
     if (!config_path || !sql || !out || out_len == 0)
         return SY_EINVAL;
-    char err[4096];
-    sy_lua *lua = sy__lua_load(NULL, config_path, resolve_home(home), NULL,
-                               err, sizeof err);
-    if (!lua) {
-        sy__fmt(out, out_len, "%s", err);
+    sy_lua *lua = load_offline(config_path, home, out, out_len);
+    if (!lua)
         return SY_ECONFIG;
-    }
     sy_buf b;
     sy__buf_init(&b);
     int rc = 0;
@@ -206,7 +199,7 @@ int sy_route_dry_run(const char *config_path, const char *home,
                            r.node->forced_down ? ", down" : "");
         }
     }
-    free_fake_session(&session);
+    sy__session_free_identity(&session);
     copy_out(out, out_len, &b);
     sy__buf_free(&b);
     sy__lua_free(lua);

@@ -273,7 +273,7 @@ static void health_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     close_conn(n);
-    h->pg = PQconnectStart(n->conninfo);
+    h->pg = sy__connect_start(n->conninfo, "switchyard health");
     if (!h->pg || PQstatus(h->pg) == CONNECTION_BAD) {
         poll_failed(n, h->pg ? PQerrorMessage(h->pg) : "out of memory");
         return;

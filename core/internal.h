@@ -98,6 +98,7 @@ struct sy_conn {
     sy_list link_all;         /* pool->all */
     sy_list link_idle;        /* pool->idle while idle */
     double created_at, idle_since;
+    double idle_since_mono;   /* real clock, for the liveness check */
     int io_events;            /* what io is currently watching */
     int tainted;              /* session state leaked: close, never reuse */
     sy_request *request;      /* the query running on it, if any */
@@ -135,6 +136,9 @@ void sy__pool_conn_failed(sy_pool *pool, sy_conn *conn, const char *why);
 void sy__pool_conn_idle_event(sy_pool *pool, sy_conn *conn);
 
 /* conn.c */
+/* PQconnectStart on a node's conninfo, naming the connection
+ * (application_name, or NULL for the conninfo's own or "switchyard"). */
+PGconn *sy__connect_start(const char *conninfo, const char *application_name);
 sy_conn *sy__conn_start(sy_pool *pool, char *err, size_t errlen);
 void sy__conn_close(sy_conn *conn);
 /* Sends the request's query; completion goes to sy__request_conn_done(). */
@@ -337,6 +341,8 @@ void sy__session_after_query(sy_session *s, sy_request *req, sy_conn *conn,
                              int broken);
 /* Releases a session's connection and cuts it from its engine. */
 void sy__session_detach(sy_session *s);
+/* Frees the identity strings and variables a session owns. */
+void sy__session_free_identity(sy_session *s);
 /* Frees a session whose owner already called sy_session_free(). */
 void sy__session_destroy(sy_session *s);
 
@@ -364,6 +370,7 @@ struct sy_engine {
 
     sy_list free_requests;
     sy_list deferred;          /* requests whose callback fires next turn */
+    int in_submit;             /* inside sy_query(): replies must wait */
     ev_timer deferred_timer;
     sy_list retired_nodes;     /* dropped by a reload, draining */
     sy_list sessions;

@@ -105,6 +105,7 @@ static void make_idle(sy_pool *pool, sy_conn *conn)
 {
     conn->state = SY_CONN_IDLE;
     conn->idle_since = ev_now(pool_loop(pool));
+    conn->idle_since_mono = sy__monotonic();
     /* LIFO: the most recently used connection is reused first, so surplus
      * connections stay idle long enough to reach idle_timeout. */
     sy_list_insert_head(&pool->idle, &conn->link_idle);
@@ -153,7 +154,6 @@ void sy__pool_conn_connected(sy_pool *pool, sy_conn *conn)
         return;
     }
     if (!sy_list_empty(&pool->waiters)) {
-        sy__conn_set_watch(conn, 0);
         hand_to_waiter(pool, conn);
     } else {
         make_idle(pool, conn);
@@ -237,6 +237,10 @@ static void waiter_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
  * far less than failing a write that can never be retried. */
 static int idle_conn_alive(sy_conn *conn)
 {
+    /* A connection reused within a few milliseconds (the normal case under
+     * load) had no time to be closed unnoticed: skip the system call. */
+    if (sy__monotonic() - conn->idle_since_mono < 0.005)
+        return PQstatus(conn->pg) == CONNECTION_OK;
     char byte;
     ssize_t n = recv(PQsocket(conn->pg), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0)
@@ -270,7 +274,8 @@ void sy__pool_acquire(sy_pool *pool, sy_waiter *w, double timeout)
             sy__conn_close(conn);
             continue;
         }
-        sy__conn_set_watch(conn, 0);
+        /* The read watch stays on: toggling it costs an epoll_ctl per
+         * query, and conn.c tells idle, busy and held apart. */
         conn->state = SY_CONN_BUSY;
         pool->n_busy++;
         w->ready(w, conn, 0);

@@ -171,7 +171,9 @@ int sy_query(sy_engine *e, const sy_query_args *a, sy_query_cb cb,
         req->session->inflight = req;
     e->inflight++;
     e->stats.queries++;
+    e->in_submit++;
     dispatch(req, NULL);
+    e->in_submit--;
     return 0;
 }
 
@@ -389,9 +391,18 @@ void sy__request_fail(sy_request *req, int status, const char *sqlstate,
 
 static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
+static void deliver(sy_request *req);
+
 void sy__request_finish(sy_request *req)
 {
     sy_engine *e = req->engine;
+    /* Outside sy_query() (an io or timer callback) the reply goes out now:
+     * waiting a loop turn would cost every query a turn of latency.
+     * Inside it, the callback must not fire yet. */
+    if (e->in_submit == 0) {
+        deliver(req);
+        return;
+    }
     sy_list_insert_tail(&e->deferred, &req->link);
     if (!ev_is_active(&e->deferred_timer)) {
         ev_timer_set(&e->deferred_timer, 0., 0.);

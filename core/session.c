@@ -158,9 +158,8 @@ void sy__session_detach(sy_session *s)
     s->engine = NULL;
 }
 
-void sy__session_destroy(sy_session *s)
+void sy__session_free_identity(sy_session *s)
 {
-    sy__session_detach(s);
     for (int i = 0; i < s->nvars; i++) {
         free(s->var_names[i]);
         free(s->var_values[i]);
@@ -170,6 +169,12 @@ void sy__session_destroy(sy_session *s)
     free(s->user);
     free(s->database);
     free(s->application_name);
+}
+
+void sy__session_destroy(sy_session *s)
+{
+    sy__session_detach(s);
+    sy__session_free_identity(s);
     free(s);
 }
 

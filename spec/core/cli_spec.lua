@@ -85,7 +85,8 @@ return {
 
   it("refuses a policy without route(), a broken policy and bad policy options", function()
     write("noroute.lua", "return { }\n")
-    local code, out = run("check " .. write("c1.lua", GOOD:gsub("policy_options", "policy = \"noroute.lua\", policy_options")))
+    local c1 = write("c1.lua", GOOD:gsub("policy_options", "policy = \"noroute.lua\", policy_options"))
+    local code, out = run("check " .. c1)
     assert.are.equal(1, code)
     assert.matches("route", out)
 

@@ -26,13 +26,7 @@ describe("balancers against real replicas", function()
     -- Replayed by replica1, 2 and (two seconds later) 4; never by 3.
     bed:psql(c.primary, "CREATE TABLE lag_probe (id int, pad text)")
     bed:psql(c.primary, "INSERT INTO lag_probe SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g")
-    ports = {
-      [tostring(c.primary.port)] = "primary",
-      [tostring(c.replicas[1].port)] = "replica1",
-      [tostring(c.replicas[2].port)] = "replica2",
-      [tostring(c.replicas[3].port)] = "replica3",
-      [tostring(c.replicas[4].port)] = "replica4",
-    }
+    ports = E.port_names(bed)
   end)
 
   teardown(function()

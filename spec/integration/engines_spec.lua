@@ -38,15 +38,8 @@ describe("several engines and events", function()
 
   setup(function()
     bed = cluster.start({ clusters = { { name = "main", replicas = 2 } } })
-    local c = bed.clusters.main
-    ports = {
-      [tostring(c.primary.port)] = "main.primary",
-      [tostring(c.replicas[1].port)] = "main.replica1",
-      [tostring(c.replicas[2].port)] = "main.replica2",
-    }
-    dir = os.tmpname()
-    os.remove(dir)
-    os.execute("mkdir -p " .. dir)
+    ports = E.port_names(bed, "main.")
+    dir = E.tmpdir()
   end)
 
   teardown(function()

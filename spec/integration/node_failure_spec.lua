@@ -16,11 +16,7 @@ describe("node failures", function()
   setup(function()
     bed = cluster.start({ clusters = { { name = "main", replicas = 2 } } })
     c = bed.clusters.main
-    ports = {
-      [tostring(c.primary.port)] = "primary",
-      [tostring(c.replicas[1].port)] = "replica1",
-      [tostring(c.replicas[2].port)] = "replica2",
-    }
+    ports = E.port_names(bed)
     bed:psql(c.primary, "CREATE TABLE failure_items (id serial PRIMARY KEY, v text)")
   end)
 

@@ -44,14 +44,8 @@ describe("hot reload", function()
 
   setup(function()
     bed = cluster.start({ clusters = { { name = "main", replicas = 2 } } })
-    local c = bed.clusters.main
-    ports = {
-      [tostring(c.replicas[1].port)] = "main.replica1",
-      [tostring(c.replicas[2].port)] = "main.replica2",
-    }
-    dir = os.tmpname()
-    os.remove(dir)
-    assert(os.execute("mkdir -p " .. dir) == 0)
+    ports = E.port_names(bed, "main.")
+    dir = E.tmpdir()
     policy_path = dir .. "/policy.lua"
     write(policy_path, policy_source("main.replica1", 0))
     local path = E.write_config(bed, { path = dir .. "/config.lua", extra = [[ policy = "policy.lua", ]] })
@@ -70,7 +64,6 @@ describe("hot reload", function()
     local seen_reloads = 0
     local reloads_requested = 0
     local wrong, failed = {}, 0
-    local replies = {}
     local n, concurrency = 10000, 16
     local submitted, completed = 0, 0
     local pending_target, last_written
@@ -81,7 +74,6 @@ describe("hot reload", function()
       local want = expected
       local rc = eng:submit("SELECT inet_server_port()", nil, function(r)
         completed = completed + 1
-        replies[i] = r
         if not r.ok then
           failed = failed + 1
         elseif ports[r.value] ~= want then

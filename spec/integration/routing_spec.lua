@@ -10,11 +10,7 @@ describe("read/write split with round robin", function()
   setup(function()
     bed = cluster.start({ clusters = { { name = "main", replicas = 2 } } })
     local c = bed.clusters.main
-    ports = {
-      [tostring(c.primary.port)] = "primary",
-      [tostring(c.replicas[1].port)] = "replica1",
-      [tostring(c.replicas[2].port)] = "replica2",
-    }
+    ports = E.port_names(bed)
     local path = E.write_config(bed, { extra = [[
       policy_options = { balancer = "round_robin" },
       pool = { min = 2, max = 8 },

@@ -270,6 +270,25 @@ function Engine:close()
   return stopped
 end
 
+-- Maps each server's port (as inet_server_port() prints it) to its node
+-- name ("primary", "replica1", ...), prefixed with `prefix` if given: specs
+-- ask PostgreSQL which server answered, never the engine.
+function M.port_names(bed, prefix)
+  local out = {}
+  for _, node in ipairs(bed.nodes) do
+    out[tostring(node.port)] = (prefix or "") .. node.name
+  end
+  return out
+end
+
+-- A fresh temporary directory (the caller removes it).
+function M.tmpdir()
+  local pipe = assert(io.popen("mktemp -d"))
+  local dir = pipe:read("*l")
+  pipe:close()
+  return dir
+end
+
 -- Writes a config file for a test bed and returns its path.
 -- opts.clusters: override; opts.extra: Lua source of extra top-level keys.
 function M.write_config(bed, opts)
@@ -295,7 +314,7 @@ function M.write_config(bed, opts)
   lines[#lines + 1] = "  log_level = " .. ("%q"):format(opts.log_level or "warn") .. ","
   if opts.extra then lines[#lines + 1] = opts.extra end
   lines[#lines + 1] = "}"
-  local path = opts.path or os.tmpname() .. ".lua"
+  local path = opts.path or (M.tmpdir() .. "/config.lua")
   local f = assert(io.open(path, "w"))
   f:write(table.concat(lines, "\n"), "\n")
   f:close()
