@@ -98,7 +98,8 @@ static void describe_statement(sy_buf *b, const char *sql,
 static void install_tracer(sy_lua *lua)
 {
     lua_State *L = lua->L;
-    luaL_loadstring(L, "local sy, t = ... sy.trace = function(m) t[#t + 1] = tostring(m) end");
+    luaL_loadstring(L, "local sy, t = ... sy.tracing = true "
+                       "sy.trace = function(m) t[#t + 1] = tostring(m) end");
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_facade);
     lua_newtable(L);
     lua_pushvalue(L, -1);

@@ -58,6 +58,9 @@ function policy.route(q)
   if cluster == nil then
     return nil, ("switchyard: hint cluster=%s names no cluster"):format(name), "42704"
   end
+  if sy.tracing then
+    sy.trace(("schemas {%s}: cluster %s"):format(table.concat(q.schemas, ", "), name))
+  end
   return router.route(q, cluster)
 end
 

@@ -16,7 +16,9 @@
 --           {
 --             name = "primary",   -- required: unique in the cluster, [%w_-]+
 --             conninfo = "host=127.0.0.1 port=5432 dbname=app",  -- required: libpq conninfo
---             role = "primary",   -- required: "primary" | "replica" | "auto"
+--             role = "primary",   -- required: "primary" | "replica"
+--                                 --   (discovering roles, "auto", comes with the
+--                                 --   high-availability work)
 --                                 --   (at most one "primary" per cluster)
 --             weight = 1,         -- positive integer, share of reads for balancers
 --             tags = {},          -- map string -> string | number | boolean
@@ -132,7 +134,7 @@ local TOP_KEYS = {
 }
 local CLUSTER_KEYS = { "nodes", "schemas", "pool" }
 local NODE_KEYS = { "name", "conninfo", "role", "weight", "tags" }
-local ROLES = { primary = true, replica = true, auto = true }
+local ROLES = { primary = true, replica = true }
 local LOG_LEVELS = { "debug", "info", "warn", "error" }
 
 -- ------------------------------------------------------------------ helpers
@@ -359,9 +361,9 @@ local function check_node(errs, path, raw, cluster_name)
 
   local role = raw.role
   if role == nil then
-    add(errs, child(path, "role"), 'required ("primary", "replica" or "auto")')
+    add(errs, child(path, "role"), 'required ("primary" or "replica")')
   elseif not ROLES[role] then
-    expected(errs, child(path, "role"), '"primary", "replica" or "auto"', role)
+    expected(errs, child(path, "role"), '"primary" or "replica"', role)
   else
     node.role = role
   end

@@ -111,6 +111,7 @@ function runtime.load(config_path, home, c, shared)
     log = c and c.log or noop,
     now = c and c.now or os.clock,
     trace = noop,
+    tracing = false, -- true under `switchyard route`: policies may explain
   }
   package.loaded.switchyard = facade
   package.path = cfg.config_dir .. "/?.lua;" .. package.path

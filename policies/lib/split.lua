@@ -168,16 +168,32 @@ function split.new(sy, extra_options)
   end
 
   -- router.route(q, cluster) -> node | nil, message, sqlstate
+  -- sy.tracing is true only under `switchyard route`: the explanations
+  -- cost nothing when queries are served.
+  local function trace(msg, ...)
+    if sy.tracing then sy.trace(msg:format(...)) end
+  end
+
   function router.route(q, cluster)
     local retry = q.retry
     local failed_name = retry and retry.failed and retry.failed.name
     local hints = q.hints
     if hints then
       local hinted = hints.node
-      if hinted then return pinned(q, hinted, failed_name) end
-      if hints.route == "primary" then return primary_of(cluster, failed_name) end
+      if hinted then
+        trace("hint node=%s", hinted)
+        return pinned(q, hinted, failed_name)
+      end
+      if hints.route == "primary" then
+        trace("hint route=primary: the primary of cluster %s", cluster.name)
+        return primary_of(cluster, failed_name)
+      end
     end
-    if split.needs_primary(q) then return primary_of(cluster, failed_name) end
+    if split.needs_primary(q) then
+      trace("%s statement%s: needs the primary of cluster %s", q.kind,
+        q.in_tx and " inside a transaction" or "", cluster.name)
+      return primary_of(cluster, failed_name)
+    end
 
     local replicas = cluster.replicas
     local n = 0
@@ -194,8 +210,13 @@ function split.new(sy, extra_options)
 
     if n > 0 then
       local node = pick(candidates, q, state_for(cluster.name), balancer_options)
-      if node then return node end
+      if node then
+        trace("read: %d healthy replica(s) of cluster %s; %s picked %s", n, cluster.name,
+          balancer_name, node.name)
+        return node
+      end
     end
+    trace("read: no replica of cluster %s can take it (%d healthy)", cluster.name, n)
     if not fallback then
       return nil, ("switchyard: no healthy replica in cluster %q for this read"):format(cluster.name),
         "08006"

@@ -126,6 +126,7 @@ describe("switchyard route", function()
     local code, out = run("route " .. cfg .. " " .. q("SELECT * FROM t WHERE id = $1") .. " --param 7")
     assert.are.equal(0, code)
     assert.matches("statement: read", out)
+    assert.matches("trace: read: 2 healthy replica%(s%) of cluster main; round_robin picked main%.replica%d", out)
     assert.matches("route: main%.replica%d %(replica%)", out)
   end)
 
@@ -138,6 +139,7 @@ describe("switchyard route", function()
     }) do
       local code, out = run("route " .. cfg .. " " .. q(sql))
       assert.are.equal(0, code, out)
+      assert.matches("trace: %a+ statement: needs the primary of cluster main", out)
       assert.matches("route: main%.primary %(primary%)", out, 1, false)
     end
   end)

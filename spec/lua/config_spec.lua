@@ -110,9 +110,12 @@ describe("config.validate on a good config", function()
     assert.same({ region = "eu", rack = 3, ssd = true }, cfg.clusters[1].nodes[1].tags)
   end)
 
-  it("accepts role auto, weights, and every top-level key", function()
+  it("accepts weights and every top-level key; refuses role auto for now", function()
+    local auto = base()
+    auto.clusters.main.nodes[2].role = "auto"
+    local _, auto_errs = validate(auto)
+    has_error(auto_errs, 'clusters.main.nodes[2].role: expected "primary" or "replica", got string "auto"')
     local raw = base()
-    raw.clusters.main.nodes[2].role = "auto"
     raw.clusters.main.nodes[2].weight = 3
     raw.query_timeout = 2.5
     raw.retry_reads = false
@@ -122,7 +125,7 @@ describe("config.validate on a good config", function()
     raw.log_level = "debug"
     raw.policy_options = { balancer = "weighted" }
     local cfg = assert(validate(raw))
-    assert.equal("auto", cfg.clusters[1].nodes[2].role)
+    assert.equal("replica", cfg.clusters[1].nodes[2].role)
     assert.equal(3, cfg.clusters[1].nodes[2].weight)
     assert.equal(2.5, cfg.query_timeout)
     assert.is_false(cfg.retry_reads)
@@ -202,7 +205,7 @@ describe("config.validate reports", function()
     has_error(errs, 'clusters.main.nodes[2].name: duplicate node name "p" (also nodes[1])')
     has_error(errs, "clusters.main.nodes[2].conninfo: expected a non-empty libpq connection string, "
       .. 'got string ""')
-    has_error(errs, 'clusters.main.nodes[2].role: expected "primary", "replica" or "auto", got string "master"')
+    has_error(errs, 'clusters.main.nodes[2].role: expected "primary" or "replica", got string "master"')
     has_error(errs, "clusters.main.nodes[3].name: expected a node name (letters, digits, _ and -), "
       .. 'got string "bad name"')
     has_error(errs, "clusters.main.nodes[3].conninfo: required (a libpq connection string)")
@@ -219,7 +222,7 @@ describe("config.validate reports", function()
       { name = "a", conninfo = "x", tags = "eu" },
       { name = "b", conninfo = "x", role = "replica", tags = { [1] = "x" } },
     } } } })
-    has_error(errs, 'clusters.main.nodes[1].role: required ("primary", "replica" or "auto")')
+    has_error(errs, 'clusters.main.nodes[1].role: required ("primary" or "replica")')
     has_error(errs, "clusters.main.nodes[1].tags: expected a map of tag name -> string, number or boolean, "
       .. 'got string "eu"')
     has_error(errs, "clusters.main.nodes[2].tags[1]: tag names must be non-empty strings")
@@ -490,6 +493,6 @@ describe("config.load", function()
       "return { clusters = { main = { nodes = { { name = 'p', conninfo = 'x', role = 'boss' } } } } }")
     local cfg, errs = config.load(path, ROOT)
     assert.is_nil(cfg)
-    assert.same({ 'clusters.main.nodes[1].role: expected "primary", "replica" or "auto", got string "boss"' }, errs)
+    assert.same({ 'clusters.main.nodes[1].role: expected "primary" or "replica", got string "boss"' }, errs)
   end)
 end)
