@@ -40,6 +40,14 @@ static int node_index(lua_State *L)
         lua_pushinteger(L, n->pool.n_waiting);
     else if (strcmp(k, "latency_ms") == 0)
         lua_pushnumber(L, n->c.latency_ewma_ms);
+    else if (strcmp(k, "latency_p50_ms") == 0)
+        lua_pushnumber(L, sy__counters_percentile(&n->c, 0.50));
+    else if (strcmp(k, "latency_p95_ms") == 0)
+        lua_pushnumber(L, sy__counters_percentile(&n->c, 0.95));
+    else if (strcmp(k, "latency_p99_ms") == 0)
+        lua_pushnumber(L, sy__counters_percentile(&n->c, 0.99));
+    else if (strcmp(k, "rtt_ms") == 0 && n->health.polls_ok > 0)
+        lua_pushnumber(L, n->health.rtt_ms);
     else if (strcmp(k, "errors") == 0)
         lua_pushnumber(L, (double)n->c.errors);
     else if (strcmp(k, "queries") == 0)

@@ -8,6 +8,12 @@ local function policy_to(node)
 local sy = require("switchyard")
 local policy = {}
 function policy.route(q)
+  if q.sql == "SELECT 'figures'" then
+    local n = q.topology.by_name[%q]
+    return nil, ("queries=%%d p50=%%g p95=%%g p99=%%g avg=%%g idle=%%d healthy=%%s rtt=%%s"):format(
+      n.queries, n.latency_p50_ms, n.latency_p95_ms, n.latency_p99_ms, n.latency_ms, n.idle,
+      tostring(n.healthy), tostring(n.rtt_ms)), "P0001"
+  end
   if q.sql == "SELECT 'events'" then
     return nil, "events=" .. table.concat(sy.shared.events or {}, ","), "P0001"
   end
@@ -19,7 +25,7 @@ function policy.on_event(ev)
   table.insert(sy.shared.events, ev.type .. ":" .. tostring(ev.node))
 end
 return policy
-]]):format(node)
+]]):format(node, node)
 end
 
 describe("several engines and events", function()
@@ -59,6 +65,14 @@ describe("several engines and events", function()
       assert.are.equal("main.replica1", ports[ra.value])
       assert.are.equal("main.replica2", ports[rb.value])
     end
+    -- the policy reads the same live figures the C API reports
+    local st = a:node_stats()["main.replica1"]
+    local fig = a:query("SELECT 'figures'").message
+    assert.matches("queries=" .. st.queries .. " ", fig)
+    assert.matches(("p95=%g "):format(st.p95), fig, 1, true)
+    assert.matches(("p99=%g "):format(st.p99), fig, 1, true)
+    assert.matches("healthy=true", fig)
+    assert.is_true(st.p50 > 0 and st.p50 <= st.p95 and st.p95 <= st.p99)
     -- reloading one leaves the other alone
     assert.are.equal(0, (a:reload()))
     assert.are.equal(1, a:engine_stats().reloads)
