@@ -10,6 +10,7 @@
  */
 #include "internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,6 +65,20 @@ static void notice_receiver(void *arg, const PGresult *res)
     }
 }
 
+void sy__conn_set_state(sy_conn *conn, sy_conn_state to)
+{
+    static const unsigned char legal[5][5] = {
+        /* to:            CONN IDLE HELD ACTV CLSD */
+        [SY_CONN_CONNECTING] = {0, 1, 1, 0, 1},
+        [SY_CONN_IDLE] = {0, 0, 1, 0, 1},
+        [SY_CONN_HELD] = {0, 1, 0, 1, 1},
+        [SY_CONN_ACTIVE] = {0, 0, 1, 0, 1},
+        [SY_CONN_CLOSED] = {0, 0, 0, 0, 0},
+    };
+    assert(legal[conn->state][to]);
+    conn->state = to;
+}
+
 PGconn *sy__connect_start(const char *conninfo, const char *application_name)
 {
     /* The node's conninfo (a key=value string or a URI) is expanded in
@@ -97,7 +112,7 @@ sy_conn *sy__conn_start(sy_pool *pool, char *err, size_t errlen)
     }
     PQsetnonblocking(conn->pg, 1);
     PQsetNoticeReceiver(conn->pg, notice_receiver, conn);
-    conn->state = SY_CONN_CONNECTING;
+    /* calloc left state at SY_CONN_CONNECTING, where every life starts. */
     sy_list_init(&conn->link_all);
     sy_list_init(&conn->link_idle);
     struct ev_loop *loop = conn_loop(conn);
@@ -118,7 +133,7 @@ void sy__conn_close(sy_conn *conn)
     struct ev_loop *loop = conn_loop(conn);
     ev_io_stop(loop, &conn->io);
     ev_timer_stop(loop, &conn->timer);
-    conn->state = SY_CONN_CLOSED;
+    sy__conn_set_state(conn, SY_CONN_CLOSED);
     if (conn->pg) {
         /* PQfinish sends Terminate with a non-blocking write attempt; it
          * never waits for the server. */
@@ -140,7 +155,6 @@ static void connect_step(sy_conn *conn)
         return;
     case PGRES_POLLING_OK:
         ev_timer_stop(conn_loop(conn), &conn->timer);
-        conn->state = SY_CONN_IDLE;
         sy__pool_conn_connected(conn->pool, conn);
         return;
     case PGRES_POLLING_FAILED:
@@ -168,10 +182,11 @@ int sy__conn_send(sy_conn *conn, sy_request *req)
         conn->request = NULL;
         return SY_ECONN;
     }
-    conn->state = SY_CONN_BUSY;
+    sy__conn_set_state(conn, SY_CONN_ACTIVE);
     int flush = PQflush(conn->pg);
     if (flush < 0) {
         conn->request = NULL;
+        sy__conn_set_state(conn, SY_CONN_HELD);
         return SY_ECONN;
     }
     sy__conn_set_watch(conn, flush ? (EV_READ | EV_WRITE) : EV_READ);
@@ -232,7 +247,7 @@ static void query_step(sy_conn *conn, int revents)
                 goto broken;
             ev_timer_stop(conn_loop(conn), &conn->timer);
             conn->request = NULL;
-            conn->state = SY_CONN_IDLE;
+            sy__conn_set_state(conn, SY_CONN_HELD);
             sy__request_conn_done(req, 0);
             return;
         }
@@ -254,6 +269,7 @@ static void query_step(sy_conn *conn, int revents)
 broken:
     ev_timer_stop(conn_loop(conn), &conn->timer);
     conn->request = NULL;
+    sy__conn_set_state(conn, SY_CONN_HELD);
     sy__request_conn_done(req, 1);
 }
 
@@ -265,10 +281,11 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
     case SY_CONN_CONNECTING:
         connect_step(conn);
         break;
-    case SY_CONN_BUSY:
-        if (conn->request) {
-            query_step(conn, revents);
-        } else if (!PQconsumeInput(conn->pg)) {
+    case SY_CONN_ACTIVE:
+        query_step(conn, revents);
+        break;
+    case SY_CONN_HELD:
+        if (!PQconsumeInput(conn->pg)) {
             /* Held by a session between queries and closed by the server:
              * stop watching a dead socket; the next send reports it. */
             sy__conn_set_watch(conn, 0);
@@ -294,11 +311,12 @@ static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         sy__fmt(why, sizeof why, "connection timed out after %.1f s",
                 conn->pool->set.connect_timeout);
         sy__pool_conn_failed(conn->pool, conn, why);
-    } else if (conn->state == SY_CONN_BUSY && conn->request) {
+    } else if (conn->state == SY_CONN_ACTIVE) {
         /* libpq 15 has no non-blocking cancel; closing the connection is
          * the only way to stop waiting without blocking the loop. */
         sy_request *req = conn->request;
         conn->request = NULL;
+        sy__conn_set_state(conn, SY_CONN_HELD);
         req->timed_out = 1;
         sy__request_conn_done(req, 1);
     }

@@ -229,9 +229,10 @@ static void abort_inflight(sy_engine *e)
         while (l != &p->all) {
             sy_list *next = l->next;
             sy_conn *conn = sy_container_of(l, sy_conn, link_all);
-            if (conn->state == SY_CONN_BUSY && conn->request) {
+            if (conn->state == SY_CONN_ACTIVE) {
                 sy_request *req = conn->request;
                 conn->request = NULL;
+                sy__conn_set_state(conn, SY_CONN_HELD);
                 sy__request_conn_done(req, 1);
             }
             l = next;

@@ -9,6 +9,7 @@
  */
 #include "internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,7 +27,17 @@ static const char poll_sql[] =
     "   ELSE EXTRACT(epoch FROM now() - COALESCE(pg_last_xact_replay_timestamp(),"
     "     pg_postmaster_start_time())) * 1000 END)::float8";
 
+/* The poller connection's life, changed only by set_state():
+ *   IDLE -> CONNECTING -> QUERYING -> IDLE, and any -> IDLE on failure. */
 enum { HEALTH_IDLE = 0, HEALTH_CONNECTING, HEALTH_QUERYING };
+
+static void set_state(sy_health *h, int to)
+{
+    assert(to == HEALTH_IDLE ||
+           (to == HEALTH_CONNECTING && h->state == HEALTH_IDLE) ||
+           (to == HEALTH_QUERYING && h->state != HEALTH_QUERYING));
+    h->state = to;
+}
 
 static void health_io_cb(struct ev_loop *loop, ev_io *w, int revents);
 static void health_tick_cb(struct ev_loop *loop, ev_timer *w, int revents);
@@ -68,7 +79,7 @@ static void close_conn(sy_node *n)
         PQfinish(h->pg);
         h->pg = NULL;
     }
-    h->state = HEALTH_IDLE;
+    set_state(h, HEALTH_IDLE);
 }
 
 static void schedule_next(sy_node *n)
@@ -180,7 +191,7 @@ static void send_poll(sy_node *n)
         poll_failed(n, PQerrorMessage(h->pg));
         return;
     }
-    h->state = HEALTH_QUERYING;
+    set_state(h, HEALTH_QUERYING);
     /* The round trip starts here: connecting is not the node's latency. */
     h->sent_at = sy__monotonic();
     int flush = PQflush(h->pg);
@@ -240,7 +251,7 @@ static void query_step(sy_node *n, int revents)
         ok = h->pending;
         h->pending = NULL;
     }
-    h->state = HEALTH_IDLE;
+    set_state(h, HEALTH_IDLE);
     watch(n, 0);
     if (ok) {
         poll_succeeded(n, ok);
@@ -280,7 +291,7 @@ static void health_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     PQsetnonblocking(h->pg, 1);
     PQsetNoticeProcessor(h->pg, ignore_notice, NULL);
-    h->state = HEALTH_CONNECTING;
+    set_state(h, HEALTH_CONNECTING);
     watch(n, EV_WRITE);
 }
 

@@ -71,10 +71,17 @@ double sy__counters_percentile(const sy_counters *c, double p);
 
 /* ------------------------------------------------------------ pool / conn */
 
+/* A backend connection's life; only sy__conn_set_state() changes it and it
+ * asserts that the step is legal:
+ *   CONNECTING -> IDLE | HELD | CLOSED
+ *   IDLE       -> HELD | CLOSED          (in the pool's idle list)
+ *   HELD       -> ACTIVE | IDLE | CLOSED (checked out: a waiter or a session)
+ *   ACTIVE     -> HELD | CLOSED          (a query is running on it) */
 typedef enum sy_conn_state {
     SY_CONN_CONNECTING = 0,
     SY_CONN_IDLE,
-    SY_CONN_BUSY,
+    SY_CONN_HELD,
+    SY_CONN_ACTIVE,
     SY_CONN_CLOSED
 } sy_conn_state;
 
@@ -141,6 +148,7 @@ void sy__pool_conn_idle_event(sy_pool *pool, sy_conn *conn);
 PGconn *sy__connect_start(const char *conninfo, const char *application_name);
 sy_conn *sy__conn_start(sy_pool *pool, char *err, size_t errlen);
 void sy__conn_close(sy_conn *conn);
+void sy__conn_set_state(sy_conn *conn, sy_conn_state to);
 /* Sends the request's query; completion goes to sy__request_conn_done(). */
 int sy__conn_send(sy_conn *conn, sy_request *req);
 void sy__conn_set_watch(sy_conn *conn, int events);

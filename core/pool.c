@@ -96,14 +96,15 @@ static void hand_to_waiter(sy_pool *pool, sy_conn *conn)
     pool->n_waiting--;
     w->queued = 0;
     ev_timer_stop(pool_loop(pool), &w->timeout);
-    conn->state = SY_CONN_BUSY;
+    if (conn->state != SY_CONN_HELD) /* released ones already are */
+        sy__conn_set_state(conn, SY_CONN_HELD);
     pool->n_busy++;
     w->ready(w, conn, 0);
 }
 
 static void make_idle(sy_pool *pool, sy_conn *conn)
 {
-    conn->state = SY_CONN_IDLE;
+    sy__conn_set_state(conn, SY_CONN_IDLE);
     conn->idle_since = ev_now(pool_loop(pool));
     conn->idle_since_mono = sy__monotonic();
     /* LIFO: the most recently used connection is reused first, so surplus
@@ -268,7 +269,6 @@ void sy__pool_acquire(sy_pool *pool, sy_waiter *w, double timeout)
         sy_conn *conn = sy_container_of(l, sy_conn, link_idle);
         pool->n_idle--;
         if (!idle_conn_alive(conn)) {
-            conn->state = SY_CONN_BUSY; /* not on the idle list any more */
             sy_list_remove(&conn->link_all);
             pool->n_total--;
             sy__conn_close(conn);
@@ -276,7 +276,7 @@ void sy__pool_acquire(sy_pool *pool, sy_waiter *w, double timeout)
         }
         /* The read watch stays on: toggling it costs an epoll_ctl per
          * query, and conn.c tells idle, busy and held apart. */
-        conn->state = SY_CONN_BUSY;
+        sy__conn_set_state(conn, SY_CONN_HELD);
         pool->n_busy++;
         w->ready(w, conn, 0);
         return;
@@ -394,7 +394,7 @@ void sy__pool_close(sy_pool *pool)
     while (l != &pool->all) {
         sy_list *next = l->next;
         sy_conn *conn = sy_container_of(l, sy_conn, link_all);
-        if (conn->state != SY_CONN_BUSY)
+        if (conn->state != SY_CONN_HELD && conn->state != SY_CONN_ACTIVE)
             remove_conn(pool, conn);
         l = next;
     }
