@@ -79,18 +79,32 @@ void sy__conn_set_state(sy_conn *conn, sy_conn_state to)
     conn->state = to;
 }
 
-PGconn *sy__connect_start(const char *conninfo, const char *application_name)
+PGconn *sy__connect_start(const char *conninfo, const char *application_name,
+                          const sy_conn_target *target)
 {
     /* The node's conninfo (a key=value string or a URI) is expanded in
      * place of dbname; later keywords override it, fallback_application_name
-     * only fills a gap. */
-    const char *keys[] = {"dbname", "fallback_application_name",
-                          application_name ? "application_name" : NULL, NULL};
-    const char *values[] = {conninfo, "switchyard", application_name, NULL};
+     * only fills a gap.  A resolved target overrides host, port and
+     * hostaddr: libpq connects to hostaddr without a lookup of its own (a
+     * blocking getaddrinfo) and keeps host for TLS and the password file.
+     * NULL or empty values are skipped by libpq. */
+    const char *keys[8], *values[8];
+    int k = 0;
+    keys[k] = "dbname", values[k++] = conninfo;
+    if (target) {
+        keys[k] = "host", values[k++] = target->host;
+        keys[k] = "port", values[k++] = target->port;
+        keys[k] = "hostaddr", values[k++] = target->hostaddr;
+    }
+    keys[k] = "fallback_application_name", values[k++] = "switchyard";
+    if (application_name)
+        keys[k] = "application_name", values[k++] = application_name;
+    keys[k] = NULL, values[k] = NULL;
     return PQconnectStartParams(keys, values, 1);
 }
 
-sy_conn *sy__conn_start(sy_pool *pool, char *err, size_t errlen)
+sy_conn *sy__conn_start(sy_pool *pool, const sy_conn_target *target,
+                        char *err, size_t errlen)
 {
     sy_conn *conn = calloc(1, sizeof *conn);
     if (!conn) {
@@ -98,7 +112,7 @@ sy_conn *sy__conn_start(sy_pool *pool, char *err, size_t errlen)
         return NULL;
     }
     conn->pool = pool;
-    conn->pg = sy__connect_start(pool->node->conninfo, NULL);
+    conn->pg = sy__connect_start(pool->node->conninfo, NULL, target);
     if (!conn->pg) {
         sy__fmt(err, errlen, "out of memory");
         free(conn);

@@ -89,6 +89,8 @@ void sy__emit(sy_engine *e, sy_event_type type, const char *cluster,
         sy__lua_on_event(e->lua, &ev);
 }
 
+static void stop_done_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
 int sy_engine_new(sy_engine **out, const sy_engine_options *o, char *err,
                   size_t errlen)
 {
@@ -117,6 +119,7 @@ int sy_engine_new(sy_engine **out, const sy_engine_options *o, char *err,
     e->rand_state = (uint64_t)(uintptr_t)e;
     sy_list_init(&e->sessions);
     sy__request_init_engine(e);
+    ev_init(&e->stop_timer, stop_done_cb);
     if (!e->home || !e->config_path) {
         sy_engine_free(e);
         return SY_ENOMEM;
@@ -158,8 +161,7 @@ int sy_engine_start(sy_engine *e)
         sy__pool_start(&e->lua->topo.nodes[i]->pool);
         sy__health_start(e->lua->topo.nodes[i]);
     }
-    sy__reload_watch(e);
-    return 0;
+    return sy__reload_watch(e);
 }
 
 int sy_engine_run(sy_engine *e)
@@ -173,18 +175,33 @@ int sy_engine_run(sy_engine *e)
         if (rc < 0)
             return rc;
     }
-    while (!e->stopped)
+    /* Until stopped and the done callback (a timer) has fired. */
+    while (!e->stopped || ev_is_active(&e->stop_timer))
         if (!ev_run(e->loop, EVRUN_ONCE) && !e->stopped)
             break; /* no watcher left: nothing can make progress */
     return 0;
+}
+
+static void stop_done_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    sy_engine *e = sy_container_of(w, sy_engine, stop_timer);
+    void (*done)(void *) = e->stop_done;
+    e->stop_done = NULL;
+    if (done)
+        done(e->stop_done_data);
 }
 
 void sy__engine_check_stopped(sy_engine *e)
 {
     if (!e->stopping || e->stopped || e->inflight > 0)
         return;
-    /* Pinned sessions hold connections; they are released when the
-     * sessions are freed.  Everything idle closes now. */
+    /* Connections held by sessions (a transaction, SET, LISTEN) close too:
+     * a stopped engine holds no connection.  The sessions stay valid
+     * handles; their next query gets SY_ESTOPPED. */
+    for (sy_list *l = e->sessions.next; l != &e->sessions; l = l->next)
+        sy__session_release(sy_container_of(l, sy_session, link));
     for (int i = 0; i < e->lua->topo.n; i++) {
         sy_pool *p = &e->lua->topo.nodes[i]->pool;
         if (!p->closing)
@@ -194,25 +211,27 @@ void sy__engine_check_stopped(sy_engine *e)
     e->stopped = 1;
     sy__reload_unwatch(e);
     ev_timer_stop(e->loop, &e->deferred_timer);
-    if (e->stop_done) {
-        void (*done)(void *) = e->stop_done;
-        e->stop_done = NULL;
-        done(e->stop_done_data);
-    }
+    /* done fires on the next loop turn, never inside sy_engine_stop(). */
+    ev_timer_set(&e->stop_timer, 0., 0.);
+    ev_timer_start(e->loop, &e->stop_timer);
 }
 
 int sy_engine_stop(sy_engine *e, void (*done)(void *), void *user_data)
 {
     if (!e)
         return SY_EINVAL;
-    if (e->stopped) {
-        if (done)
-            done(user_data);
-        return 0;
-    }
-    if (!e->stop_done) {
+    if (e->stop_done && done)
+        return SY_EBUSY; /* one done callback at a time */
+    if (done) {
         e->stop_done = done;
         e->stop_done_data = user_data;
+    }
+    if (e->stopped) {
+        if (done) {
+            ev_timer_set(&e->stop_timer, 0., 0.);
+            ev_timer_start(e->loop, &e->stop_timer);
+        }
+        return 0;
     }
     e->stopping = 1;
     sy__engine_check_stopped(e);
@@ -259,6 +278,7 @@ void sy_engine_free(sy_engine *e)
         }
         sy__reload_unwatch(e);
         ev_timer_stop(e->loop, &e->deferred_timer);
+        ev_timer_stop(e->loop, &e->stop_timer);
         sy__lua_free(e->lua);
         e->lua = NULL;
     }

@@ -28,13 +28,16 @@ static const char poll_sql[] =
     "     pg_postmaster_start_time())) * 1000 END)::float8";
 
 /* The poller connection's life, changed only by set_state():
- *   IDLE -> CONNECTING -> QUERYING -> IDLE, and any -> IDLE on failure. */
-enum { HEALTH_IDLE = 0, HEALTH_CONNECTING, HEALTH_QUERYING };
+ *   IDLE [-> RESOLVING] -> CONNECTING -> QUERYING -> IDLE, and any -> IDLE
+ * on failure.  RESOLVING waits for the node's name lookup (dns.c). */
+enum { HEALTH_IDLE = 0, HEALTH_RESOLVING, HEALTH_CONNECTING, HEALTH_QUERYING };
 
 static void set_state(sy_health *h, int to)
 {
     assert(to == HEALTH_IDLE ||
-           (to == HEALTH_CONNECTING && h->state == HEALTH_IDLE) ||
+           (to == HEALTH_RESOLVING && h->state == HEALTH_IDLE) ||
+           (to == HEALTH_CONNECTING &&
+            (h->state == HEALTH_IDLE || h->state == HEALTH_RESOLVING)) ||
            (to == HEALTH_QUERYING && h->state != HEALTH_QUERYING));
     h->state = to;
 }
@@ -73,6 +76,8 @@ static void watch(sy_node *n, int events)
 static void close_conn(sy_node *n)
 {
     sy_health *h = &n->health;
+    if (h->state == HEALTH_RESOLVING)
+        sy__dns_forget(n, SY_DNS_FOR_HEALTH);
     if (ev_is_active(&h->io))
         ev_io_stop(node_loop(n), &h->io);
     if (h->pg) {
@@ -271,6 +276,20 @@ static void health_io_cb(struct ev_loop *loop, ev_io *w, int revents)
         query_step(n, revents);
 }
 
+static void connect_to(sy_node *n, const sy_conn_target *target)
+{
+    sy_health *h = &n->health;
+    h->pg = sy__connect_start(n->conninfo, "switchyard health", target);
+    if (!h->pg || PQstatus(h->pg) == CONNECTION_BAD) {
+        poll_failed(n, h->pg ? PQerrorMessage(h->pg) : "out of memory");
+        return;
+    }
+    PQsetnonblocking(h->pg, 1);
+    PQsetNoticeProcessor(h->pg, ignore_notice, NULL);
+    set_state(h, HEALTH_CONNECTING);
+    watch(n, EV_WRITE);
+}
+
 static void health_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
@@ -284,15 +303,39 @@ static void health_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     close_conn(n);
-    h->pg = sy__connect_start(n->conninfo, "switchyard health");
-    if (!h->pg || PQstatus(h->pg) == CONNECTION_BAD) {
-        poll_failed(n, h->pg ? PQerrorMessage(h->pg) : "out of memory");
+    const sy_conn_target *target;
+    char err[512];
+    int rc = sy__dns_target(n, SY_DNS_FOR_HEALTH, &target, err, sizeof err);
+    if (rc < 0) {
+        poll_failed(n, err);
         return;
     }
-    PQsetnonblocking(h->pg, 1);
-    PQsetNoticeProcessor(h->pg, ignore_notice, NULL);
-    set_state(h, HEALTH_CONNECTING);
-    watch(n, EV_WRITE);
+    if (rc > 0) {
+        /* The deadline keeps running: a slow lookup is a slow poll. */
+        set_state(h, HEALTH_RESOLVING);
+        return;
+    }
+    connect_to(n, target);
+}
+
+void sy__health_dns_done(sy_node *n, const char *err)
+{
+    sy_health *h = &n->health;
+    if (h->state != HEALTH_RESOLVING)
+        return;
+    if (err) {
+        poll_failed(n, err);
+        return;
+    }
+    const sy_conn_target *target;
+    char why[512];
+    int rc = sy__dns_target(n, SY_DNS_FOR_HEALTH, &target, why, sizeof why);
+    if (rc < 0)
+        poll_failed(n, why);
+    else if (rc == 0)
+        connect_to(n, target);
+    /* rc > 0: another lookup started (cannot happen on a fresh result);
+     * the poller stays RESOLVING and is called again. */
 }
 
 static void health_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)

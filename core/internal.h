@@ -121,6 +121,10 @@ struct sy_pool {
     double backoff;           /* current backoff, seconds; 0 when healthy */
     uint64_t rand_state;
     int started, closing;
+    /* Opens waiting for the node's name lookup; each is also counted in
+     * n_total and n_connecting, so fill() and the probes see a connect in
+     * progress and never start another while the name resolves. */
+    int n_resolving;
     char last_error[256];
 };
 
@@ -142,11 +146,26 @@ void sy__pool_conn_connected(sy_pool *pool, sy_conn *conn);
 void sy__pool_conn_failed(sy_pool *pool, sy_conn *conn, const char *why);
 void sy__pool_conn_idle_event(sy_pool *pool, sy_conn *conn);
 
+/* Opens connections that were waiting for the node's name lookup (or fails
+ * them with err, NULL on success); called once per sy__dns_target() that
+ * returned 1 for SY_DNS_FOR_POOL. */
+void sy__pool_dns_done(sy_pool *pool, const char *err);
+
 /* conn.c */
+/* Where to connect when dns.c resolved the conninfo's host names: each
+ * replaces the conninfo's keyword of the same name; NULL keeps it. */
+typedef struct sy_conn_target {
+    const char *host, *port, *hostaddr;
+} sy_conn_target;
+
 /* PQconnectStart on a node's conninfo, naming the connection
- * (application_name, or NULL for the conninfo's own or "switchyard"). */
-PGconn *sy__connect_start(const char *conninfo, const char *application_name);
-sy_conn *sy__conn_start(sy_pool *pool, char *err, size_t errlen);
+ * (application_name, or NULL for the conninfo's own or "switchyard").
+ * target: resolved addresses (borrowed, copied by libpq) or NULL. */
+PGconn *sy__connect_start(const char *conninfo, const char *application_name,
+                          const sy_conn_target *target);
+/* A pool connection to target (see sy__dns_target; borrowed, may be NULL). */
+sy_conn *sy__conn_start(sy_pool *pool, const sy_conn_target *target,
+                        char *err, size_t errlen);
 void sy__conn_close(sy_conn *conn);
 void sy__conn_set_state(sy_conn *conn, sy_conn_state to);
 /* Sends the request's query; completion goes to sy__request_conn_done(). */
@@ -179,6 +198,52 @@ typedef struct sy_health {
 
 void sy__health_start(sy_node *n);
 void sy__health_stop(sy_node *n);
+/* The lookup the poller waited for finished (err NULL) or failed. */
+void sy__health_dns_done(sy_node *n, const char *err);
+
+/* ------------------------------------------------------------ dns */
+
+/* Who waits for a node's name lookup (bits of sy_dns.wake). */
+enum { SY_DNS_FOR_POOL = 1, SY_DNS_FOR_HEALTH = 2 };
+
+/* A lookup in flight: shared with glibc's resolver threads, refcounted
+ * under its own mutex (dns.c); the node holds one reference. */
+typedef struct sy_dns_lookup sy_dns_lookup;
+
+/* The resolver state of one node, embedded in it (dns.c).  libpq resolves
+ * a host name with a blocking getaddrinfo(); dns.c resolves the names of
+ * the conninfo's host list off the loop and hands libpq addresses.
+ * Everything here is touched by the loop thread only. */
+typedef struct sy_dns {
+    int needed;              /* some host entry is a name to resolve here */
+    int nhosts;
+    char **hosts;            /* the host list's entries, owned */
+    char **ports;            /* the port list's entries when it has one per
+                                host (owned), else NULL: port is kept */
+    char *host, *port, *hostaddr; /* the resolved target's lists, owned */
+    sy_conn_target target;   /* points at the three above */
+    int cached;              /* target holds a lookup's result */
+    double resolved_at;      /* ev_now of that result, for the TTL */
+    sy_dns_lookup *lookup;   /* running lookup (a reference) or NULL */
+    int wake;                /* SY_DNS_FOR_* bits to call back when done */
+    ev_async async;          /* resolver threads wake the loop with it */
+    ev_timer timeout;        /* gives up on a resolver that hangs */
+} sy_dns;
+
+/* Reads the node's conninfo (no network).  0, or SY_ENOMEM. */
+int sy__dns_init(sy_node *n);
+/* Abandons a running lookup safely and frees the state. */
+void sy__dns_cleanup(sy_node *n);
+/* Where a new connection of node n goes.
+ *   0: ready; *target is NULL (connect with the conninfo as it is) or the
+ *      node's cached result (owned by the node, valid until the next call);
+ *   1: a lookup runs; who's callback (sy__pool_dns_done or
+ *      sy__health_dns_done) fires once, from the loop, with the outcome;
+ *  <0: the lookup could not start; err says why. */
+int sy__dns_target(sy_node *n, int who, const sy_conn_target **target,
+                   char *err, size_t errlen);
+/* who no longer waits: its callback will not fire. */
+void sy__dns_forget(sy_node *n, int who);
 
 /* ------------------------------------------------------------ nodes */
 
@@ -199,6 +264,7 @@ struct sy_node {
     sy_counters c;
     sy_pool pool;
     sy_health health;
+    sy_dns dns;
     sy_list link_retired;
 };
 
@@ -233,6 +299,7 @@ struct sy_lua {
     sy_settings set;
     char *config_path;
     char *config_dir;
+    char *policy_path;
     /* runaway protection, reset before each call into the policy */
     uint64_t budget_hits;
     uint64_t budget_factor;
@@ -347,6 +414,8 @@ struct sy_session {
 /* Releases or keeps the connection after a query on the session. */
 void sy__session_after_query(sy_session *s, sy_request *req, sy_conn *conn,
                              int broken);
+/* Closes the connection a session holds, if any (engine stopping). */
+void sy__session_release(sy_session *s);
 /* Releases a session's connection and cuts it from its engine. */
 void sy__session_detach(sy_session *s);
 /* Frees the identity strings and variables a session owns. */
@@ -375,6 +444,7 @@ struct sy_engine {
     int started, stopping, stopped;
     void (*stop_done)(void *);
     void *stop_done_data;
+    ev_timer stop_timer;       /* fires stop_done on the turn after */
 
     sy_list free_requests;
     sy_list deferred;          /* requests whose callback fires next turn */
@@ -406,7 +476,7 @@ void sy__request_fail(sy_request *req, int status, const char *sqlstate,
     __attribute__((format(printf, 4, 5)));
 void sy__engine_check_stopped(sy_engine *e);
 /* reload.c */
-void sy__reload_watch(sy_engine *e);
+int sy__reload_watch(sy_engine *e);
 void sy__reload_unwatch(sy_engine *e);
 int sy__reload_now(sy_engine *e);
 

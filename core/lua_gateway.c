@@ -414,6 +414,9 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua_getfield(L, -1, "config_dir");
     lua->config_dir = sy__strdup(lua_tostring(L, -1));
     lua_pop(L, 1);
+    lua_getfield(L, -1, "policy_path");
+    lua->policy_path = sy__strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
     if (read_settings(lua, lua_gettop(L), err, errlen) < 0)
         goto fail;
     lua_pop(L, 1);
@@ -454,6 +457,7 @@ void sy__lua_free(sy_lua *lua)
     free(lua->set.write_functions);
     free(lua->config_path);
     free(lua->config_dir);
+    free(lua->policy_path);
     free(lua);
 }
 

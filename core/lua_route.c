@@ -381,6 +381,8 @@ static void decide_from_table(sy_lua *lua, int t, const sy_route_input *in,
     lua_pop(L, 2);
 }
 
+static void decide(sy_lua *lua, int r1, const sy_route_input *in, sy_route *out);
+
 void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out)
 {
     lua_State *L = lua->L;
@@ -398,6 +400,20 @@ void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out)
         return;
     }
     int r1 = top + 1;
+    decide(lua, r1, in, out);
+    if (out->failed && lua->policy_path) {
+        /* What route() returned is wrong, not where it raised: name the
+         * policy file so the author knows which one. */
+        char msg[sizeof out->message];
+        sy__fmt(msg, sizeof msg, "%s: %s", lua->policy_path, out->message);
+        memcpy(out->message, msg, sizeof msg);
+    }
+    lua_settop(L, top);
+}
+
+static void decide(sy_lua *lua, int r1, const sy_route_input *in, sy_route *out)
+{
+    lua_State *L = lua->L;
     if (lua_istable(L, r1)) {
         decide_from_table(lua, r1, in, out);
     } else if (lua_isnil(L, r1) || (lua_isboolean(L, r1) && !lua_toboolean(L, r1))) {
@@ -415,5 +431,4 @@ void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out)
                 "route() returned a %s; expected a node, {cluster = ..., "
                 "role = ...} or nil, message", luaL_typename(L, r1));
     }
-    lua_settop(L, top);
 }

@@ -24,14 +24,8 @@ sy_node *sy__node_new(sy_engine *e, const char *cluster, const char *name,
     n->conninfo = sy__strdup(conninfo);
     size_t fl = strlen(cluster) + strlen(name) + 2;
     n->full_name = malloc(fl);
-    if (!n->cluster || !n->name || !n->conninfo || !n->full_name) {
-        free(n->cluster);
-        free(n->name);
-        free(n->conninfo);
-        free(n->full_name);
-        free(n);
-        return NULL;
-    }
+    if (!n->cluster || !n->name || !n->conninfo || !n->full_name)
+        goto fail;
     snprintf(n->full_name, fl, "%s.%s", cluster, name);
     n->role = role;
     n->weight = weight;
@@ -39,7 +33,16 @@ sy_node *sy__node_new(sy_engine *e, const char *cluster, const char *name,
     n->lag_bytes = n->lag_ms = -1;
     sy_list_init(&n->link_retired);
     sy__pool_init(&n->pool, n, ps);
+    if (sy__dns_init(n) < 0)
+        goto fail;
     return n;
+fail:
+    free(n->cluster);
+    free(n->name);
+    free(n->conninfo);
+    free(n->full_name);
+    free(n);
+    return NULL;
 }
 
 void sy__node_ref(sy_node *n)
@@ -55,6 +58,9 @@ void sy__node_unref(sy_node *n)
     if (n->engine) {
         sy__health_stop(n);
         sy__pool_destroy(&n->pool);
+        /* After both stopped waiting for it: a lookup still running is
+         * cancelled or cut loose from the node (dns.c). */
+        sy__dns_cleanup(n);
     }
     free(n->cluster);
     free(n->name);

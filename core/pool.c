@@ -44,7 +44,21 @@ void sy__pool_apply_settings(sy_pool *pool, const sy_pool_settings *s)
 static void open_one(sy_pool *pool)
 {
     char err[512];
-    sy_conn *conn = sy__conn_start(pool, err, sizeof err);
+    const sy_conn_target *target;
+    int rc = sy__dns_target(pool->node, SY_DNS_FOR_POOL, &target, err, sizeof err);
+    if (rc < 0) {
+        sy__pool_conn_failed(pool, NULL, err);
+        return;
+    }
+    if (rc > 0) {
+        /* The node's name resolves off the loop; sy__pool_dns_done() opens
+         * this connection then.  Until then it counts as connecting. */
+        pool->n_resolving++;
+        pool->n_total++;
+        pool->n_connecting++;
+        return;
+    }
+    sy_conn *conn = sy__conn_start(pool, target, err, sizeof err);
     if (!conn) {
         sy__pool_conn_failed(pool, NULL, err);
         return;
@@ -76,6 +90,28 @@ static void fill(sy_pool *pool)
     }
     while (pool->n_total < want && !ev_is_active(&pool->reconnect))
         open_one(pool);
+}
+
+void sy__pool_dns_done(sy_pool *pool, const char *err)
+{
+    int k = pool->n_resolving;
+    pool->n_resolving = 0;
+    pool->n_total -= k;
+    pool->n_connecting -= k;
+    if (pool->closing)
+        return;
+    if (err) {
+        /* A name that does not resolve is a connect that failed: the node
+         * goes down, waiters fail, the reconnect backs off. */
+        sy__pool_conn_failed(pool, NULL, err);
+        return;
+    }
+    /* The opens that waited, now with the fresh addresses; a connect that
+     * fails at once starts the backoff, which stops the rest as fill()
+     * would. */
+    while (k-- > 0 && !pool->closing && !ev_is_active(&pool->reconnect))
+        open_one(pool);
+    fill(pool);
 }
 
 void sy__pool_start(sy_pool *pool)
@@ -387,6 +423,11 @@ void sy__pool_close(sy_pool *pool)
 {
     pool->closing = 1;
     struct ev_loop *loop = pool_loop(pool);
+    /* Opens that waited for the name lookup are dropped, not started. */
+    pool->n_total -= pool->n_resolving;
+    pool->n_connecting -= pool->n_resolving;
+    pool->n_resolving = 0;
+    sy__dns_forget(pool->node, SY_DNS_FOR_POOL);
     ev_timer_stop(loop, &pool->maintenance);
     ev_timer_stop(loop, &pool->reconnect);
     fail_waiters(pool, SY_ESTOPPED);

@@ -8,6 +8,8 @@
  */
 #include "internal.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,14 +85,36 @@ static void watch_files(sy_engine *e)
     lua_pop(L, 1);
 }
 
-void sy__reload_watch(sy_engine *e)
+/* libev lets one loop per process own a signal and aborts on a second.
+ * When SIGHUP already has a handler or is blocked (libev's signalfd blocks
+ * it), another engine or the host owns it: refuse instead of aborting. */
+static int sighup_taken(void)
+{
+    struct sigaction sa;
+    sigset_t mask;
+    if (sigaction(SIGHUP, NULL, &sa) == 0 && sa.sa_handler != SIG_DFL &&
+        sa.sa_handler != SIG_IGN)
+        return 1;
+    return pthread_sigmask(SIG_BLOCK, NULL, &mask) == 0 &&
+           sigismember(&mask, SIGHUP) == 1;
+}
+
+int sy__reload_watch(sy_engine *e)
 {
     ev_init(&e->reload_debounce, reload_cb);
+    watch_files(e);
     if (e->handle_sighup && !ev_is_active(&e->sighup)) {
+        if (sighup_taken()) {
+            sy__log(e, SY_LOG_ERROR,
+                    "handle_sighup: SIGHUP is already handled in this process "
+                    "(another engine or the host); reload this engine with "
+                    "sy_engine_reload() from that handler");
+            return SY_EBUSY;
+        }
         ev_signal_init(&e->sighup, sighup_cb, SIGHUP);
         ev_signal_start(e->loop, &e->sighup);
     }
-    watch_files(e);
+    return 0;
 }
 
 void sy__reload_unwatch(sy_engine *e)
@@ -112,7 +136,9 @@ int sy__reload_now(sy_engine *e)
         sy__log(e, SY_LOG_ERROR, "reload refused, keeping the running policy: %s",
                 err);
         sy__emit(e, SY_EVENT_RELOAD_FAILED, NULL, NULL, "%s", err);
-        return strstr(err, "policy") ? SY_EPOLICY : SY_ECONFIG;
+        /* Policy problems start with "policy " (runtime.lua, selftest);
+         * config problems with a key path or the config file's name. */
+        return strncmp(err, "policy ", 7) == 0 ? SY_EPOLICY : SY_ECONFIG;
     }
     sy_lua *old = e->lua;
     e->lua = fresh;

@@ -145,6 +145,11 @@ void sy__session_after_query(sy_session *s, sy_request *req, sy_conn *conn,
     sy__pool_release(&node->pool, conn, 0);
 }
 
+void sy__session_release(sy_session *s)
+{
+    unpin(s, 1);
+}
+
 void sy__session_detach(sy_session *s)
 {
     if (!s->engine)

@@ -111,8 +111,10 @@ typedef struct sy_engine_options {
     /* Directory holding lua/ and policies/.  NULL: the SWITCHYARD_HOME
      * environment variable, then the directory the library was built in. */
     const char *home;
-    /* Reload on SIGHUP (only when the engine owns its loop or the host
-     * allows it) and when the config or a policy file changes.  0: only
+    /* watch_files: reload when the config or any Lua file it loaded
+     * changes.  handle_sighup: reload on SIGHUP; at most one engine per
+     * process may (libev lets one loop own a signal); with several, the
+     * host handles SIGHUP and calls sy_engine_reload() on each.  0: only
      * sy_engine_reload() reloads. */
     int watch_files;
     int handle_sighup;
@@ -128,7 +130,10 @@ int sy_engine_new(sy_engine **out, const sy_engine_options *options,
 
 /* Starts pools (minimum connections are opened asynchronously), watchers
  * and timers on the engine's loop.  Queries may be submitted before the
- * warm-up completes; they wait for a connection. */
+ * warm-up completes; they wait for a connection.  SY_EBUSY when
+ * handle_sighup is set but SIGHUP is already handled in the process (libev
+ * lets one loop own a signal): the engine is started all the same, without
+ * the SIGHUP watcher. */
 int sy_engine_start(sy_engine *engine);
 
 /* Runs the engine's own loop until sy_engine_stop() completes.
@@ -136,9 +141,11 @@ int sy_engine_start(sy_engine *engine);
 int sy_engine_run(sy_engine *engine);
 
 /* Stops gracefully: no new queries are accepted (they fail with
- * SY_ESTOPPED), in-flight queries finish, then every connection closes and
- * every watcher stops.  Idempotent.  done(user_data) fires once when the
- * engine is fully stopped (may be NULL). */
+ * SY_ESTOPPED), in-flight queries finish, then every connection closes
+ * (also those sessions hold) and every watcher stops.  Idempotent.
+ * done(user_data), if not NULL, fires exactly once on a later loop turn
+ * when the engine is fully stopped, never inside this call; SY_EBUSY if an
+ * earlier call's done has not fired yet (this one's never will). */
 int sy_engine_stop(sy_engine *engine, void (*done)(void *user_data),
                    void *user_data);
 
@@ -288,18 +295,21 @@ typedef struct sy_statement {
 /* Classifies sql[0..len) without allocating.  write_functions is an
  * optional NULL-terminated list of extra function names (lower case) that
  * make a statement a write, besides the built-in ones (nextval, setval,
- * pg_advisory_lock, ...); borrowed for the call.  Returns 0, or SY_EINVAL
+ * pg_advisory_xact_lock, ...); borrowed for the call.  Returns 0, or SY_EINVAL
  * for NULL sql/out. */
 int sy_classify(const char *sql, size_t len,
                 const char *const *write_functions, sy_statement *out);
 
-/* "read", "write", "transaction", "session", "ddl" or "unknown". */
+/* "read", "write", "transaction", "session", "ddl" or "unknown": a static
+ * string, never freed. */
 const char *sy_kind_name(sy_kind kind);
 
 /* ---------------------------------------------------------------- stats */
 
+/* Strings in sy_node_stats are borrowed from the engine: name and cluster
+ * stay valid until the next reload or sy_engine_free(), role is static. */
 typedef struct sy_node_stats {
-    const char *name;      /* "cluster.node"; borrowed, valid until reload */
+    const char *name;      /* "cluster.node" */
     const char *cluster;
     const char *role;      /* "primary" or "replica" */
     int healthy;
@@ -327,8 +337,10 @@ int sy_node_count(const sy_engine *engine);
 /* Copies node index's counters into *out (0 <= index < sy_node_count). */
 int sy_node_stats_get(const sy_engine *engine, int index, sy_node_stats *out);
 
-/* Sums a cluster's node counters into *out (name = the cluster, role =
- * NULL, latency figures = the query-weighted average of its nodes). */
+/* Sums a cluster's node counters into *out (name = cluster = the cluster's
+ * name, borrowed like sy_node_stats' strings; role = NULL; healthy = the
+ * number of healthy nodes; latency figures = the query-weighted average of
+ * its nodes). */
 int sy_cluster_stats_get(const sy_engine *engine, const char *cluster,
                          sy_node_stats *out);
 

@@ -138,6 +138,7 @@ function resolve.module(name_or_path, config_dir, namespace)
     if not chunk then
       error(("cannot load %s: %s"):format(kind, err), 0)
     end
+    resolve.on_file_loaded(path)
     local ok, mod = pcall(chunk)
     if not ok then
       error(("%s %s failed while loading: %s"):format(kind, path, tostring(mod)), 0)
@@ -172,6 +173,10 @@ function resolve.module(name_or_path, config_dir, namespace)
   cache[key] = mod
   return mod
 end
+
+-- Called with the path of every file loaded by path; the engine's runtime
+-- points it at its list of files to watch for reloads.
+function resolve.on_file_loaded(_) end
 
 -- Forgets cached modules; for specs that rewrite a module file in place.
 function resolve.clear_cache()

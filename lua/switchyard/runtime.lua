@@ -98,6 +98,10 @@ end
 function runtime.load(config_path, home, c, shared)
   local files = { config_path }
   install_file_recorder(files)
+  -- balancers and other modules given by path are loaded by resolve.lua
+  require("switchyard.resolve").on_file_loaded = function(path)
+    files[#files + 1] = path
+  end
   local cfg, errors = config.load(config_path, home)
   if not cfg then
     error(table.concat(errors, "\n"), 0)

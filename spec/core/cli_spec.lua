@@ -1,5 +1,6 @@
 -- The policy authors' tools in the switchyard binary: `check` and `route`
 -- on good and bad configs, run as a user would run them.
+require("support.sanitizer")
 local BIN = os.getenv("SWITCHYARD_BIN") or ((os.getenv("SWITCHYARD_BUILD") or "build") .. "/switchyard")
 
 local function run(args)
@@ -161,6 +162,9 @@ describe("switchyard route", function()
     write("firewall.lua", [[
 local p = {}
 function p.route(q)
+  if q.params[1] == "forbidden" then
+    return nil, "parameter " .. q.params[1] .. " refused (" .. #q.params .. " params)", "42501"
+  end
   if q.session.vars.tenant == "blocked" then
     return nil, "tenant " .. q.session.vars.tenant .. " is blocked for " .. tostring(q.session.user), "42501"
   end
@@ -172,6 +176,9 @@ return p
     local code, out = run("route " .. c .. " " .. q("SELECT 1") .. " --session tenant=blocked --session user=alice")
     assert.are.equal(1, code)
     assert.matches("rejected: ERROR 42501: tenant blocked is blocked for alice", out)
+    code, out = run("route " .. c .. " " .. q("SELECT $1, $2") .. " --param forbidden --param x")
+    assert.are.equal(1, code)
+    assert.matches("parameter forbidden refused %(2 params%)", out)
     code, out = run("route " .. c .. " " .. q("SELECT 1") .. " --session tenant=ok")
     assert.are.equal(0, code)
     assert.matches("route: main%.primary", out)

@@ -143,6 +143,7 @@ describe("hot reload", function()
     rc, err = eng:reload()
     assert.are_not.equal(0, rc)
     assert.matches("route", err)
+    write(policy_path, policy_source(serving, "restored"))
     -- a bad config key is refused with its path
     local cfg = dir .. "/config.lua"
     local f = assert(io.open(cfg))
@@ -153,5 +154,51 @@ describe("hot reload", function()
     assert.are_not.equal(0, rc)
     assert.matches("pool%.max", err)
     assert.is_true(eng:query("SELECT 1").ok)
+    write(cfg, text)
+  end)
+  it("refuses a second SIGHUP owner in the process instead of aborting", function()
+    local other = assert(E.new(dir .. "/config.lua", { handle_sighup = true, start = false }))
+    assert.are.equal(E.lib.SY_EBUSY, E.lib.sy_engine_start(other.e))
+    -- started all the same, without the signal
+    assert.is_true(other:query("SELECT 1").ok)
+    other:close()
+  end)
+
+  it("reloads on SIGHUP alone, and on edits of the config and of a balancer file", function()
+    eng:close()
+    eng = nil
+    write(policy_path, policy_source("main.replica1", "sighup"))
+    local e = assert(E.new(dir .. "/config.lua", { handle_sighup = true, watch_files = false }))
+    eng = e
+    local function served() return ports[e:query("SELECT inet_server_port()").value] end
+    assert.are.equal("main.replica1", served())
+    write(policy_path, policy_source("main.replica2", "sighup 2"))
+    e:run_for(0.5) -- no watcher: nothing changes
+    assert.are.equal("main.replica1", served())
+    ffi.C.kill(ffi.C.getpid(), SIGHUP)
+    assert.is_true(e:run_until(function() return #e:events_of("reload_ok") == 1 end, 10))
+    assert.are.equal("main.replica2", served())
+    e:close()
+    eng = nil
+
+    -- the config file itself and a balancer loaded by path are watched
+    local balancer = dir .. "/mine.lua"
+    write(balancer, "return { pick = function(c) return c[1] end }\n")
+    local cfg = E.write_config(bed, { path = dir .. "/watched.lua", extra = [[
+      policy_options = { balancer = "mine.lua" },
+    ]] })
+    local w = assert(E.new(cfg, { watch_files = true }))
+    eng = w
+    local function served_w() return ports[w:query("SELECT inet_server_port()").value] end
+    assert.are.equal("main.replica1", served_w())
+    write(balancer, "return { pick = function(c) return c[#c] end }\n")
+    assert.is_true(w:run_until(function() return #w:events_of("reload_ok") >= 1 end, 10))
+    assert.are.equal("main.replica2", served_w())
+    local text = assert(io.open(cfg)):read("*a")
+    write(cfg, (text:gsub('balancer = "mine.lua"', 'balancer = "round_robin"')))
+    assert.is_true(w:run_until(function() return #w:events_of("reload_ok") >= 2 end, 10))
+    local seen = {}
+    for _ = 1, 4 do seen[served_w()] = true end
+    assert.is_true(seen["main.replica1"] and seen["main.replica2"])
   end)
 end)

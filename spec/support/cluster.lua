@@ -14,18 +14,7 @@ local M = {}
 
 local has_system, system = pcall(require, "system")
 
--- Under `make test SANITIZE=1` the sanitizer runtimes are preloaded into
--- LuaJIT; PostgreSQL, psql and the shells the bed starts must not inherit
--- them.
--- A spec that starts LuaJIT again (the demo) puts it back from
--- SY_SANITIZER_PRELOAD.
-local sanitizer_preload = os.getenv("LD_PRELOAD")
-if sanitizer_preload then
-  local ffi = require("ffi")
-  ffi.cdef("int unsetenv(const char *name); int setenv(const char *n, const char *v, int o);")
-  ffi.C.setenv("SY_SANITIZER_PRELOAD", sanitizer_preload, 1)
-  ffi.C.unsetenv("LD_PRELOAD")
-end
+require("support.sanitizer")
 
 local DEFAULT_PG_BIN = "/usr/lib/postgresql/15/bin"
 local HOST = "127.0.0.1"

@@ -8,7 +8,7 @@ local ffi, lib, ev, pq = sy.ffi, sy.lib, sy.C, sy.pq
 -- back from inside ev_run, so keep this module's callers interpreted.
 jit.off(true, true)
 
-local M = {}
+local M = { lib = lib }
 
 local EVRUN_ONCE = 2
 local PGRES_TUPLES_OK = 2

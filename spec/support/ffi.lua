@@ -2,6 +2,7 @@
 -- The declarations come from core/switchyard.h itself (preprocessed with
 -- SY_FFI so it includes nothing), so a spec can never drift from the header.
 local ffi = require("ffi")
+require("support.sanitizer")
 
 local M = { ffi = ffi }
 
