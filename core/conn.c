@@ -154,7 +154,9 @@ void sy__conn_close(sy_conn *conn)
         PQfinish(conn->pg);
         conn->pg = NULL;
     }
-    free(conn);
+    /* Often called from this connection's own io or timer callback: the
+     * memory goes on the next loop turn. */
+    sy__engine_bury_conn(conn->pool->node->engine, conn);
 }
 
 static void connect_step(sy_conn *conn)

@@ -90,6 +90,7 @@ void sy__emit(sy_engine *e, sy_event_type type, const char *cluster,
 }
 
 static void stop_done_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 int sy_engine_new(sy_engine **out, const sy_engine_options *o, char *err,
                   size_t errlen)
@@ -120,6 +121,9 @@ int sy_engine_new(sy_engine **out, const sy_engine_options *o, char *err,
     sy_list_init(&e->sessions);
     sy__request_init_engine(e);
     ev_init(&e->stop_timer, stop_done_cb);
+    ev_init(&e->reap_timer, reap_cb);
+    sy_list_init(&e->graveyard_conns);
+    sy_list_init(&e->graveyard_nodes);
     if (!e->home || !e->config_path) {
         sy_engine_free(e);
         return SY_ENOMEM;
@@ -180,6 +184,42 @@ int sy_engine_run(sy_engine *e)
         if (!ev_run(e->loop, EVRUN_ONCE) && !e->stopped)
             break; /* no watcher left: nothing can make progress */
     return 0;
+}
+
+void sy__engine_reap(sy_engine *e)
+{
+    sy_list *l;
+    while ((l = sy_list_pop_head(&e->graveyard_conns)) != NULL)
+        free(sy_container_of(l, sy_conn, link_all));
+    while ((l = sy_list_pop_head(&e->graveyard_nodes)) != NULL)
+        sy__node_free_memory(sy_container_of(l, sy_node, link_retired));
+}
+
+static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    sy__engine_reap(sy_container_of(w, sy_engine, reap_timer));
+}
+
+static void schedule_reap(sy_engine *e)
+{
+    if (!ev_is_active(&e->reap_timer)) {
+        ev_timer_set(&e->reap_timer, 0., 0.);
+        ev_timer_start(e->loop, &e->reap_timer);
+    }
+}
+
+void sy__engine_bury_conn(sy_engine *e, sy_conn *conn)
+{
+    sy_list_insert_tail(&e->graveyard_conns, &conn->link_all);
+    schedule_reap(e);
+}
+
+void sy__engine_bury_node(sy_engine *e, sy_node *n)
+{
+    sy_list_insert_tail(&e->graveyard_nodes, &n->link_retired);
+    schedule_reap(e);
 }
 
 static void stop_done_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -282,6 +322,9 @@ void sy_engine_free(sy_engine *e)
         sy__lua_free(e->lua);
         e->lua = NULL;
     }
+    if (e->loop)
+        ev_timer_stop(e->loop, &e->reap_timer);
+    sy__engine_reap(e);
     sy__request_free_all(e);
     if (e->own_loop && e->loop)
         ev_loop_destroy(e->loop);

@@ -445,6 +445,10 @@ struct sy_engine {
     void (*stop_done)(void *);
     void *stop_done_data;
     ev_timer stop_timer;       /* fires stop_done on the turn after */
+    /* Closed connections and dropped nodes wait here until the next loop
+     * turn, so nothing is freed inside its own callback. */
+    sy_list graveyard_conns, graveyard_nodes;
+    ev_timer reap_timer;
 
     sy_list free_requests;
     sy_list deferred;          /* requests whose callback fires next turn */
@@ -475,6 +479,13 @@ void sy__request_fail(sy_request *req, int status, const char *sqlstate,
                       const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void sy__engine_check_stopped(sy_engine *e);
+/* Frees a closed connection / a dropped node on the next loop turn. */
+void sy__engine_bury_conn(sy_engine *e, sy_conn *conn);
+void sy__engine_bury_node(sy_engine *e, sy_node *n);
+/* Frees everything buried (engine free, or the reap timer). */
+void sy__engine_reap(sy_engine *e);
+/* Releases the memory of a node whose pool, health and DNS are stopped. */
+void sy__node_free_memory(sy_node *n);
 /* reload.c */
 int sy__reload_watch(sy_engine *e);
 void sy__reload_unwatch(sy_engine *e);

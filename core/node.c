@@ -61,7 +61,15 @@ void sy__node_unref(sy_node *n)
         /* After both stopped waiting for it: a lookup still running is
          * cancelled or cut loose from the node (dns.c). */
         sy__dns_cleanup(n);
+        /* Possibly inside a callback of one of its connections. */
+        sy__engine_bury_node(n->engine, n);
+        return;
     }
+    sy__node_free_memory(n);
+}
+
+void sy__node_free_memory(sy_node *n)
+{
     free(n->cluster);
     free(n->name);
     free(n->conninfo);
