@@ -246,4 +246,24 @@ describe("node failures", function()
     assert.is_true(e:node_stats()["main.primary"].healthy)
     bed:psql(c.primary, "DELETE FROM failure_items WHERE v = 'unreachable'")
   end)
+  it("gives up on a node that accepts TCP but never answers, by its own connect timer", function()
+    -- the relay accepts and then holds every byte for 10 minutes
+    local silent = bed:start_relay(c.replicas[1], 600000)
+    local view = { clusters = { main = {
+      primary = c.primary,
+      replicas = { { name = "replica1", conninfo = silent.conninfo }, c.replicas[2] },
+    } } }
+    local e = start(view, [[
+      pool = { min = 1, max = 4, connect_timeout = 1, reconnect_min = 0.2, reconnect_max = 1 },
+      health = { interval = 0.5, timeout = 1, fall = 2, rise = 1 },
+    ]])
+    local count = tally(e:query_many(100, 4, function() return WHO end))
+    assert.is_true(e:run_until(function() return not e:node_stats()["main.replica1"].healthy end, 10))
+    silent.stop()
+    assert.are.equal(0, count.failed, count.why)
+    assert.are.equal(0, count.replica1, count.why)
+    local down = events_for(e, "node_down", "main.replica1")
+    assert.is_true(#down >= 1, event_log(e))
+    assert.matches("connection timed out after 1%.0 s", down[1].message)
+  end)
 end)
