@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,15 @@ void sy__emit(sy_engine *e, sy_event_type type, const char *cluster,
         sy__lua_on_event(e->lua, &ev);
 }
 
+void sy__engine_set_state(sy_engine *e, sy_engine_state to)
+{
+    assert((to == SY_ENGINE_RUNNING && e->state == SY_ENGINE_CREATED) ||
+           (to == SY_ENGINE_STOPPING && (e->state == SY_ENGINE_CREATED ||
+                                         e->state == SY_ENGINE_RUNNING)) ||
+           (to == SY_ENGINE_STOPPED && e->state == SY_ENGINE_STOPPING));
+    e->state = to;
+}
+
 static void stop_done_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
@@ -156,11 +166,11 @@ int sy_engine_start(sy_engine *e)
 {
     if (!e)
         return SY_EINVAL;
-    if (e->stopping || e->stopped)
+    if (SY_ENGINE_CLOSING(e))
         return SY_ESTOPPED;
-    if (e->started)
+    if (e->state == SY_ENGINE_RUNNING)
         return 0;
-    e->started = 1;
+    sy__engine_set_state(e, SY_ENGINE_RUNNING);
     for (int i = 0; i < e->lua->topo.n; i++) {
         sy__pool_start(&e->lua->topo.nodes[i]->pool);
         sy__health_start(e->lua->topo.nodes[i]);
@@ -174,14 +184,14 @@ int sy_engine_run(sy_engine *e)
         return SY_EINVAL;
     if (!e->own_loop)
         return SY_ESTATE;
-    if (!e->started) {
+    if (e->state == SY_ENGINE_CREATED) {
         int rc = sy_engine_start(e);
         if (rc < 0)
             return rc;
     }
     /* Until stopped and the done callback (a timer) has fired. */
-    while (!e->stopped || ev_is_active(&e->stop_timer))
-        if (!ev_run(e->loop, EVRUN_ONCE) && !e->stopped)
+    while (e->state != SY_ENGINE_STOPPED || ev_is_active(&e->stop_timer))
+        if (!ev_run(e->loop, EVRUN_ONCE) && e->state != SY_ENGINE_STOPPED)
             break; /* no watcher left: nothing can make progress */
     return 0;
 }
@@ -235,7 +245,7 @@ static void stop_done_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void sy__engine_check_stopped(sy_engine *e)
 {
-    if (!e->stopping || e->stopped || e->inflight > 0)
+    if (e->state != SY_ENGINE_STOPPING || e->inflight > 0)
         return;
     /* Connections held by sessions (a transaction, SET, LISTEN) close too:
      * a stopped engine holds no connection.  The sessions stay valid
@@ -248,7 +258,7 @@ void sy__engine_check_stopped(sy_engine *e)
             sy__pool_close(p);
         sy__health_stop(e->lua->topo.nodes[i]);
     }
-    e->stopped = 1;
+    sy__engine_set_state(e, SY_ENGINE_STOPPED);
     sy__reload_unwatch(e);
     ev_timer_stop(e->loop, &e->deferred_timer);
     /* done fires on the next loop turn, never inside sy_engine_stop(). */
@@ -266,14 +276,15 @@ int sy_engine_stop(sy_engine *e, void (*done)(void *), void *user_data)
         e->stop_done = done;
         e->stop_done_data = user_data;
     }
-    if (e->stopped) {
+    if (e->state == SY_ENGINE_STOPPED) {
         if (done) {
             ev_timer_set(&e->stop_timer, 0., 0.);
             ev_timer_start(e->loop, &e->stop_timer);
         }
         return 0;
     }
-    e->stopping = 1;
+    if (e->state != SY_ENGINE_STOPPING)
+        sy__engine_set_state(e, SY_ENGINE_STOPPING);
     sy__engine_check_stopped(e);
     return 0;
 }
@@ -305,7 +316,9 @@ void sy_engine_free(sy_engine *e)
 {
     if (!e)
         return;
-    e->stopping = 1;
+    /* Free skips the graceful path: mark it closing whatever it was. */
+    if (e->state < SY_ENGINE_STOPPING)
+        sy__engine_set_state(e, SY_ENGINE_STOPPING);
     if (e->lua) {
         abort_inflight(e);
         sy_list *l;
@@ -347,7 +360,7 @@ int sy_engine_reload(sy_engine *e)
 {
     if (!e)
         return SY_EINVAL;
-    if (e->stopping || e->stopped)
+    if (SY_ENGINE_CLOSING(e))
         return SY_ESTOPPED;
     return sy__reload_now(e);
 }

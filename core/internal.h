@@ -425,6 +425,20 @@ void sy__session_destroy(sy_session *s);
 
 /* ------------------------------------------------------------ engine */
 
+/* The engine's life, changed only by sy__engine_set_state(), which asserts
+ * the step:  CREATED -> RUNNING -> STOPPING -> STOPPED, and CREATED ->
+ * STOPPING (stopped before it was started). */
+typedef enum sy_engine_state {
+    SY_ENGINE_CREATED = 0,
+    SY_ENGINE_RUNNING,
+    SY_ENGINE_STOPPING,
+    SY_ENGINE_STOPPED
+} sy_engine_state;
+
+void sy__engine_set_state(sy_engine *e, sy_engine_state to);
+/* Stopping or stopped: no new work is accepted. */
+#define SY_ENGINE_CLOSING(e) ((e)->state >= SY_ENGINE_STOPPING)
+
 struct sy_engine {
     struct ev_loop *loop;
     int own_loop;
@@ -441,7 +455,7 @@ struct sy_engine {
     unsigned next_generation;
     char last_error[1024];
 
-    int started, stopping, stopped;
+    sy_engine_state state;     /* only sy__engine_set_state() changes it */
     void (*stop_done)(void *);
     void *stop_done_data;
     ev_timer stop_timer;       /* fires stop_done on the turn after */

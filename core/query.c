@@ -147,7 +147,7 @@ int sy_query(sy_engine *e, const sy_query_args *a, sy_query_cb cb,
     size_t sql_len = strnlen(a->sql, SY_MAX_SQL_BYTES + 1);
     if (sql_len > SY_MAX_SQL_BYTES)
         return SY_ETOOBIG;
-    if (e->stopping || e->stopped)
+    if (SY_ENGINE_CLOSING(e))
         return SY_ESTOPPED;
     if (a->session && (a->session->inflight || a->session->freeing))
         return SY_EBUSY;

@@ -23,7 +23,7 @@ static void reload_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     sy_engine *e = sy_container_of(w, sy_engine, reload_debounce);
-    if (!e->stopping)
+    if (!SY_ENGINE_CLOSING(e))
         sy__reload_now(e);
 }
 
@@ -43,7 +43,7 @@ static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
     (void)revents;
     sy_engine *e = sy_container_of(w, sy_engine, sighup);
     sy__log(e, SY_LOG_INFO, "SIGHUP: reloading %s", e->config_path);
-    if (!e->stopping)
+    if (!SY_ENGINE_CLOSING(e))
         sy__reload_now(e);
 }
 
@@ -142,7 +142,7 @@ int sy__reload_now(sy_engine *e)
     }
     sy_lua *old = e->lua;
     e->lua = fresh;
-    if (e->started)
+    if (e->state == SY_ENGINE_RUNNING)
         for (int i = 0; i < fresh->topo.n; i++) {
             sy__pool_start(&fresh->topo.nodes[i]->pool);
             sy__health_start(fresh->topo.nodes[i]);
@@ -151,7 +151,7 @@ int sy__reload_now(sy_engine *e)
     e->log_level = fresh->set.log_level;
     e->last_error[0] = '\0';
     e->stats.reloads++;
-    if (e->started)
+    if (e->state == SY_ENGINE_RUNNING)
         watch_files(e);
     sy__log(e, SY_LOG_INFO, "reloaded %s", e->config_path);
     sy__emit(e, SY_EVENT_RELOAD_OK, NULL, NULL, "reloaded %s", e->config_path);

@@ -18,7 +18,7 @@ int sy_session_new(sy_engine *e, sy_session **out, const char *user,
     *out = NULL;
     if (!e)
         return SY_EINVAL;
-    if (e->stopping || e->stopped)
+    if (SY_ENGINE_CLOSING(e))
         return SY_ESTOPPED;
     sy_session *s = calloc(1, sizeof *s);
     if (!s)
