@@ -45,6 +45,26 @@ M.lib = ffi.load(os.getenv("SWITCHYARD_LIB") or (build_dir .. "/libswitchyard.so
 M.C = ffi.load("ev")
 M.pq = ffi.load("pq")
 
+-- Declares an internal header's functions (core/NAME.h) to the FFI, so
+-- specs of internal modules use the header itself and cannot drift from
+-- it.  Its #includes are dropped: only what the header declares is read.
+local declared = {}
+function M.cdef_internal(name)
+  if declared[name] then return end
+  declared[name] = true
+  local f = assert(io.open(root .. "/core/" .. name .. ".h"))
+  local text = f:read("*a"):gsub("#include[^\n]*", "")
+  f:close()
+  local tmp = os.tmpname()
+  local out = assert(io.open(tmp, "w"))
+  out:write(text)
+  out:close()
+  local decls = read_command("cc -E -P -x c " .. tmp)
+  os.remove(tmp)
+  assert(#decls > 0, "cannot preprocess core/" .. name .. ".h")
+  ffi.cdef(decls)
+end
+
 function M.str(p)
   if p == nil then return nil end
   return ffi.string(p)
