@@ -62,6 +62,9 @@
 --     },
 --     log_level = "info",         -- "debug" | "info" | "warn" | "error"
 --     watch = true,               -- reload when the config or a policy file changes
+--     proxy = nil,               -- optional: the PostgreSQL server front end;
+--                                 --   its keys and defaults are documented in
+--                                 --   lua/switchyard/config_proxy.lua
 --   }
 --
 -- The normalised cfg has the same keys with every default filled, plus:
@@ -77,10 +80,25 @@
 --   cfg.config_dir       absolute directory the relative paths were resolved against
 --   cfg.config_path      (config.load only) absolute path of the config file
 --   cfg.home             the switchyard home used for built-ins
+--   cfg.proxy            nil without a proxy section; see config_proxy.lua
 
 local resolve = require("switchyard.resolve")
+local check = require("switchyard.config_check")
+local proxy_section = require("switchyard.config_proxy")
+
+local describe, child, index, add, expected = check.describe, check.child, check.index,
+  check.add, check.expected
+local sorted_keys, check_keys, array_length = check.sorted_keys, check.check_keys,
+  check.array_length
+local check_number, check_string, check_boolean = check.check_number, check.check_string,
+  check.check_boolean
+local check_number_fields, merge = check.check_number_fields, check.merge
+local check_settings, finite = check.check_settings, check.finite
 
 local config = {}
+
+-- A fresh copy of the proxy section's defaults.
+config.proxy_defaults = proxy_section.defaults
 
 -- ------------------------------------------------------------------ defaults
 
@@ -130,7 +148,7 @@ local POOL_FIELDS = {
 
 local TOP_KEYS = {
   "clusters", "default_cluster", "policy", "policy_options", "pool", "query_timeout",
-  "retry_reads", "write_functions", "route_budget", "log_level", "watch", "health",
+  "retry_reads", "write_functions", "route_budget", "log_level", "watch", "health", "proxy",
 }
 local CLUSTER_KEYS = { "nodes", "schemas", "pool" }
 local NODE_KEYS = { "name", "conninfo", "role", "weight", "tags" }
@@ -138,166 +156,11 @@ local ROLES = { primary = true, replica = true }
 local LOG_LEVELS = { "debug", "info", "warn", "error" }
 
 -- ------------------------------------------------------------------ helpers
-
--- How a bad value is shown in a message: type and, for scalars, the value,
--- so "expected a positive integer, got number 2.5" says exactly what is wrong.
-local function describe(v)
-  local t = type(v)
-  if t == "string" then return ("string %q"):format(v) end
-  if t == "number" or t == "boolean" then return t .. " " .. tostring(v) end
-  return t
-end
-
-local function is_identifier(k)
-  return type(k) == "string" and k:match("^[%a_][%w_]*$") ~= nil
-end
-
--- "a.b" for identifier keys, a["x-y"] / a[3] otherwise.
-local function child(path, key)
-  if is_identifier(key) then
-    if path == "" then return key end
-    return path .. "." .. key
-  end
-  local shown = type(key) == "string" and ("%q"):format(key) or tostring(key)
-  return path .. "[" .. shown .. "]"
-end
-
-local function index(path, i) return path .. "[" .. i .. "]" end
-
-local function add(errs, path, msg)
-  errs[#errs + 1] = path .. ": " .. msg
-end
-
-local function expected(errs, path, what, v)
-  add(errs, path, "expected " .. what .. ", got " .. describe(v))
-end
-
--- Keys in a stable order (strings first, alphabetically), so the error list
--- and the normalised arrays do not depend on hash order.
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys, function(a, b)
-    local ta, tb = type(a), type(b)
-    if ta ~= tb then return ta > tb end -- "string" sorts before "number"
-    if ta == "string" or ta == "number" then return a < b end
-    return tostring(a) < tostring(b)
-  end)
-  return keys
-end
-
--- Levenshtein distance, to suggest the key a typo meant.
-local function distance(a, b)
-  local prev, cur = {}, {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    cur[0] = i
-    for j = 1, #b do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev, cur = cur, prev
-  end
-  return prev[#b]
-end
-
-local function check_keys(errs, path, t, allowed)
-  local set = {}
-  for _, k in ipairs(allowed) do set[k] = true end
-  for _, k in ipairs(sorted_keys(t)) do
-    if not set[k] then
-      local msg = "unknown key"
-      if type(k) == "string" then
-        local best, best_d
-        for _, a in ipairs(allowed) do
-          local d = distance(k:lower(), a)
-          if d <= 2 and d < #a and (not best_d or d < best_d) then best, best_d = a, d end
-        end
-        if best then msg = ("unknown key (did you mean %q?)"):format(best) end
-      end
-      add(errs, child(path, k), msg)
-    end
-  end
-end
-
--- Number of elements when t is a proper array (keys exactly 1..n), else nil.
-local function array_length(t)
-  local n = 0
-  for _ in pairs(t) do n = n + 1 end
-  for i = 1, n do
-    if t[i] == nil then return nil end
-  end
-  return n
-end
-
-local function finite(v)
-  return type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge
-end
-
--- Checks a number against a POOL_FIELDS-style rule; returns it or nil.
-local function check_number(errs, path, v, rule)
-  local what
-  if rule.int then
-    what = (rule.min == 0 and not rule.positive) and "a non-negative integer" or "a positive integer"
-  else
-    what = (rule.min == 0 and not rule.positive) and "a non-negative number" or "a positive number"
-  end
-  if not finite(v)
-    or (rule.int and v ~= math.floor(v))
-    or (rule.positive and v <= rule.min)
-    or v < rule.min then
-    expected(errs, path, what, v)
-    return nil
-  end
-  return v
-end
-
-local function check_string(errs, path, v, what)
-  if type(v) ~= "string" or v == "" then
-    expected(errs, path, what or "a non-empty string", v)
-    return nil
-  end
-  return v
-end
-
-local function check_boolean(errs, path, v)
-  if type(v) ~= "boolean" then
-    expected(errs, path, "true or false", v)
-    return nil
-  end
-  return v
-end
-
--- Validates a (possibly partial) pool table; returns the fields it set.
--- Checks a table of numeric keys against FIELDS-style rules; returns only
--- the keys that were given and valid (callers merge them over defaults).
-local function check_number_fields(errs, path, raw, fields)
-  local out = {}
-  if raw == nil then return out end
-  if type(raw) ~= "table" then
-    expected(errs, path, "a table", raw)
-    return out
-  end
-  local keys = {}
-  for i, f in ipairs(fields) do keys[i] = f.key end
-  check_keys(errs, path, raw, keys)
-  for _, rule in ipairs(fields) do
-    local v = raw[rule.key]
-    if v ~= nil then out[rule.key] = check_number(errs, child(path, rule.key), v, rule) end
-  end
-  return out
-end
-
+-- (the generic checks live in switchyard.config_check)
 local function check_pool_fields(errs, path, raw)
   return check_number_fields(errs, path, raw, POOL_FIELDS)
 end
 
-local function merge(base, over)
-  local out = {}
-  for k, v in pairs(base) do out[k] = v end
-  for k, v in pairs(over) do out[k] = v end
-  return out
-end
 
 -- The relations between pool fields, checked on the merged result.
 local function check_pool_relations(errs, path, pool)
@@ -486,10 +349,6 @@ local HEALTH_FIELDS = {
   { key = "rise", int = true, min = 1 },
 }
 
--- A table of numeric settings: the defaults with the valid given keys over.
-local function check_settings(errs, path, raw, fields, defaults)
-  return merge(defaults, check_number_fields(errs, path, raw, fields))
-end
 
 local function check_clusters(errs, raw, base_pool)
   local list, by_name, owner = {}, {}, {}
@@ -634,6 +493,9 @@ function config.validate(raw, config_dir, home)
       expected(errs, "log_level", "one of " .. table.concat(LOG_LEVELS, ", "), raw.log_level)
     end
   end
+
+  -- After the clusters: the auth query names one of them.
+  cfg.proxy = proxy_section.check(errs, raw.proxy, cfg, raw.clusters)
 
   if #errs > 0 then return nil, errs end
   return cfg

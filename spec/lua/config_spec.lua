@@ -496,3 +496,281 @@ describe("config.load", function()
     assert.same({ 'clusters.main.nodes[1].role: expected "primary" or "replica", got string "boss"' }, errs)
   end)
 end)
+
+describe("config.validate proxy section", function()
+  -- A base config with a proxy section (nil: none).
+  local function with_proxy(proxy)
+    local raw = base()
+    raw.proxy = proxy
+    return raw
+  end
+
+  local DEFAULT_PROXY = {
+    listen = { "127.0.0.1:6432", "[::1]:6432" },
+    listeners = {
+      { address = "127.0.0.1:6432", host = "127.0.0.1", port = 6432, ipv6 = false },
+      { address = "[::1]:6432", host = "::1", port = 6432, ipv6 = true },
+    },
+    unix_socket_mode = "0777",
+    max_clients = 1000, client_buffer = 65536, max_message = 16777216,
+    pool_mode = "transaction",
+    tls = { mode = "disable" },
+    auth = { type = "trust" },
+    timeouts = { client_idle = 0, wait_backend = 5, connect = 5, idle_in_transaction = 0,
+                 client_login = 60 },
+    admin = { database = "switchyard", users = {} },
+    prepared_statements = { max_per_backend = 256 },
+    shutdown = { drain_timeout = 30 },
+    switchyard_variables = true,
+  }
+
+  it("is nil when absent, so embedded users see no change", function()
+    local cfg = assert(validate(base()))
+    assert.is_nil(cfg.proxy)
+    assert.is_nil(config.defaults().proxy)
+  end)
+
+  it("fills every default for proxy = {}", function()
+    local cfg = assert(validate(with_proxy({})))
+    assert.same(DEFAULT_PROXY, cfg.proxy)
+    -- proxy_defaults() is the same section minus the parsed listeners, as a fresh copy.
+    local d = config.proxy_defaults()
+    d.listeners = DEFAULT_PROXY.listeners
+    assert.same(DEFAULT_PROXY, d)
+    config.proxy_defaults().listen[1] = "changed"
+    assert.equal("127.0.0.1:6432", assert(validate(with_proxy({}))).proxy.listen[1])
+  end)
+
+  it("normalises a full proxy config, resolving paths against config_dir", function()
+    local dir = tmpdir()
+    assert(os.execute("mkdir -p '" .. dir .. "/tls' '" .. dir .. "/run'"))
+    write(dir .. "/tls/server.crt", "cert")
+    write(dir .. "/tls/server.key", "key")
+    write(dir .. "/tls/ca.crt", "ca")
+    write(dir .. "/userlist.txt", '"alice" "md5abc"\n')
+    local raw = with_proxy({
+      listen = { "0.0.0.0:5000", "[fe80::1]:5001", "db.example.com:5002" },
+      unix_socket_dir = "run",
+      unix_socket_mode = "700",
+      max_clients = 5000, client_buffer = 8192, max_message = 65536,
+      pool_mode = "session",
+      tls = { mode = "require", cert = "tls/server.crt", key = "./tls/server.key",
+              ca = dir .. "/tls/ca.crt" },
+      auth = { type = "scram-sha-256", file = "userlist.txt",
+               query = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1" },
+      timeouts = { client_idle = 600, wait_backend = 0.5 },
+      admin = { database = "sy_admin", users = { "ops", "alice" } },
+      prepared_statements = { max_per_backend = 0 },
+      shutdown = { drain_timeout = 2.5 },
+      switchyard_variables = false,
+    })
+    local cfg = assert(validate(raw, dir))
+    local p = cfg.proxy
+    assert.same({ "0.0.0.0:5000", "[fe80::1]:5001", "db.example.com:5002" }, p.listen)
+    assert.same({
+      { address = "0.0.0.0:5000", host = "0.0.0.0", port = 5000, ipv6 = false },
+      { address = "[fe80::1]:5001", host = "fe80::1", port = 5001, ipv6 = true },
+      { address = "db.example.com:5002", host = "db.example.com", port = 5002, ipv6 = false },
+    }, p.listeners)
+    assert.equal(dir .. "/run", p.unix_socket_dir)
+    assert.equal(dir .. "/run/.s.PGSQL.5000", p.unix_socket_path)
+    assert.equal("700", p.unix_socket_mode)
+    assert.equal(5000, p.max_clients)
+    assert.equal(8192, p.client_buffer)
+    assert.equal(65536, p.max_message)
+    assert.equal("session", p.pool_mode)
+    assert.same({ mode = "require", cert = dir .. "/tls/server.crt", key = dir .. "/tls/server.key",
+                  ca = dir .. "/tls/ca.crt" }, p.tls)
+    assert.same({ type = "scram-sha-256", file = dir .. "/userlist.txt",
+                  query = "SELECT usename, passwd FROM pg_shadow WHERE usename = $1",
+                  query_cluster = "main" }, p.auth)
+    assert.same({ client_idle = 600, wait_backend = 0.5, connect = 5, idle_in_transaction = 0,
+                  client_login = 60 }, p.timeouts)
+    assert.same({ database = "sy_admin", users = { "ops", "alice" } }, p.admin)
+    assert.same({ max_per_backend = 0 }, p.prepared_statements)
+    assert.same({ drain_timeout = 2.5 }, p.shutdown)
+    assert.is_false(p.switchyard_variables)
+    -- The raw table is left alone.
+    assert.equal("tls/server.crt", raw.proxy.tls.cert)
+    assert.is_nil(raw.proxy.listeners)
+  end)
+
+  it("reports every kind of bad value with its path, all at once", function()
+    local errs = errors_of(with_proxy({
+      lisen = {},
+      listen = { "::1:6432", "x:0", "[::1]:70000", 5, "a:1", "A:1", "[127.0.0.1]:5", "*:6432" },
+      unix_socket_dir = "/nonexistent/switchyard-run",
+      unix_socket_mode = "0778",
+      max_clients = 0, client_buffer = 8191, max_message = 1.5,
+      pool_mode = "statement",
+      timeouts = { connect = -1, client_idel = 3, client_login = "60" },
+      admin = { database = "", users = { "ops", 3 } },
+      prepared_statements = { max_per_backend = -1 },
+      shutdown = { drain_timeout = 0 },
+      switchyard_variables = "yes",
+    }))
+    has_error(errs, 'proxy.lisen: unknown key (did you mean "listen"?)')
+    has_error(errs, 'proxy.listen[1]: IPv6 addresses go in brackets, as in "[::1]:6432", '
+      .. 'got string "::1:6432"')
+    has_error(errs, 'proxy.listen[2]: expected "host:port" with a port in 1..65535, got string "x:0"')
+    has_error(errs, 'proxy.listen[3]: expected "host:port" with a port in 1..65535, '
+      .. 'got string "[::1]:70000"')
+    has_error(errs, 'proxy.listen[4]: expected "host:port" (IPv6 in brackets: "[::1]:6432"), '
+      .. "got number 5")
+    has_error(errs, 'proxy.listen[6]: duplicate listen address "A:1" (also listen[5])')
+    has_error(errs, 'proxy.listen[7]: expected "host:port" (IPv6 in brackets: "[::1]:6432"), '
+      .. 'got string "[127.0.0.1]:5"')
+    has_error(errs, 'proxy.listen[8]: expected "host:port" (IPv6 in brackets: "[::1]:6432"), '
+      .. 'got string "*:6432"')
+    has_error(errs, "proxy.unix_socket_dir: directory /nonexistent/switchyard-run not found")
+    has_error(errs, 'proxy.unix_socket_mode: expected a string of octal digits such as "0777", '
+      .. 'got string "0778"')
+    has_error(errs, "proxy.max_clients: expected a positive integer, got number 0")
+    has_error(errs, "proxy.client_buffer: expected an integer >= 8192, got number 8191")
+    has_error(errs, "proxy.max_message: expected an integer >= 65536, got number 1.5")
+    has_error(errs, 'proxy.pool_mode: expected one of "transaction", "session", got string "statement"')
+    has_error(errs, 'proxy.timeouts.client_idel: unknown key (did you mean "client_idle"?)')
+    has_error(errs, "proxy.timeouts.connect: expected a non-negative number, got number -1")
+    has_error(errs, 'proxy.timeouts.client_login: expected a non-negative number, got string "60"')
+    has_error(errs, 'proxy.admin.database: expected a non-empty database name, got string ""')
+    has_error(errs, "proxy.admin.users[2]: expected a non-empty user name, got number 3")
+    has_error(errs, "proxy.prepared_statements.max_per_backend: expected a non-negative integer, "
+      .. "got number -1")
+    has_error(errs, "proxy.shutdown.drain_timeout: expected a positive number, got number 0")
+    has_error(errs, 'proxy.switchyard_variables: expected true or false, got string "yes"')
+    assert.equal(22, #errs)
+  end)
+
+  it("reports sections of the wrong type", function()
+    has_error(errors_of(with_proxy(true)), "proxy: expected a table, got boolean true")
+    local errs = errors_of(with_proxy({
+      listen = "127.0.0.1:6432", unix_socket_dir = 7, unix_socket_mode = 511,
+      tls = "on", auth = 1, timeouts = 5, admin = { users = "ops" },
+      prepared_statements = false, shutdown = {},
+    }))
+    has_error(errs, 'proxy.listen: expected an array of "host:port" strings, '
+      .. 'got string "127.0.0.1:6432"')
+    has_error(errs, "proxy.unix_socket_dir: expected a directory path, got number 7")
+    has_error(errs, 'proxy.unix_socket_mode: expected a string of octal digits such as "0777", '
+      .. "got number 511")
+    has_error(errs, 'proxy.tls: expected a table, got string "on"')
+    has_error(errs, "proxy.auth: expected a table, got number 1")
+    has_error(errs, "proxy.timeouts: expected a table, got number 5")
+    has_error(errs, 'proxy.admin.users: expected an array of user names, got string "ops"')
+    has_error(errs, "proxy.prepared_statements: expected a table, got boolean false")
+    assert.equal(8, #errs)
+    -- Unknown keys inside the tls and auth tables too.
+    errs = errors_of(with_proxy({ tls = { mdoe = "disable" }, auth = { users = "x" },
+                                  admin = { db = "x" } }))
+    has_error(errs, 'proxy.tls.mdoe: unknown key (did you mean "mode"?)')
+    has_error(errs, "proxy.auth.users: unknown key")
+    has_error(errs, "proxy.admin.db: unknown key")
+    assert.equal(3, #errs)
+  end)
+
+  it("needs a listen address or a Unix socket directory", function()
+    assert.same({ "proxy.listen: expected at least one address when there is no unix_socket_dir" },
+      errors_of(with_proxy({ listen = {} })))
+    local dir = tmpdir()
+    local p = assert(validate(with_proxy({ listen = {}, unix_socket_dir = dir }))).proxy
+    assert.same({}, p.listen)
+    assert.same({}, p.listeners)
+    assert.equal(dir .. "/.s.PGSQL.6432", p.unix_socket_path)
+  end)
+
+  it("refuses a socket directory that is a file or too long a socket path", function()
+    local dir = tmpdir()
+    write(dir .. "/file", "x")
+    assert.same({ ("proxy.unix_socket_dir: directory %s/file not found"):format(dir) },
+      errors_of(with_proxy({ unix_socket_dir = "file" }), dir))
+    local long = dir .. "/" .. ("d"):rep(100)
+    assert(os.execute("mkdir -p '" .. long .. "'"))
+    assert.same({ ("proxy.unix_socket_dir: socket path %s/.s.PGSQL.6432 is longer than 107 bytes")
+      :format(long) }, errors_of(with_proxy({ unix_socket_dir = long })))
+  end)
+
+  it("tls: cert and key are required unless mode is disable, and must exist", function()
+    for _, mode in ipairs({ "prefer", "require" }) do
+      local errs = errors_of(with_proxy({ tls = { mode = mode } }))
+      assert.same({
+        ('proxy.tls.cert: required when mode is "%s" (a path to a PEM file)'):format(mode),
+        ('proxy.tls.key: required when mode is "%s" (a path to a PEM file)'):format(mode),
+      }, errs)
+    end
+    assert.same({ mode = "disable" },
+      assert(validate(with_proxy({ tls = { mode = "disable" } }))).proxy.tls)
+
+    local dir = tmpdir()
+    write(dir .. "/server.crt", "cert")
+    local errs = errors_of(with_proxy({ tls = { mode = "prefer", cert = "server.crt",
+                                                key = "server.key", ca = "" } }), dir)
+    assert.same({
+      ("proxy.tls.key: file %s/server.key not found"):format(dir),
+      'proxy.tls.ca: expected a path to a PEM file, got string ""',
+    }, errs)
+    -- Paths given with mode = "disable" are still checked.
+    assert.same({ ("proxy.tls.cert: file %s/missing.crt not found"):format(dir) },
+      errors_of(with_proxy({ tls = { cert = "missing.crt" } }), dir))
+    assert.same({ 'proxy.tls.mode: expected one of "disable", "prefer", "require", '
+      .. 'got string "verify-full"' }, errors_of(with_proxy({ tls = { mode = "verify-full" } })))
+  end)
+
+  it("auth: md5 and scram need an existing userlist file (or an auth query)", function()
+    for _, t in ipairs({ "md5", "scram-sha-256" }) do
+      assert.same({ ('proxy.auth.file: required when type is "%s" (a path to a userlist.txt '
+        .. "file, unless auth.query is set)"):format(t) },
+        errors_of(with_proxy({ auth = { type = t } })))
+    end
+    local dir = tmpdir()
+    assert.same({ ("proxy.auth.file: file %s/userlist.txt not found"):format(dir) },
+      errors_of(with_proxy({ auth = { type = "md5", file = "userlist.txt" } }), dir))
+    assert.same({ ("proxy.auth.file: file %s not found"):format(dir) },
+      errors_of(with_proxy({ auth = { type = "md5", file = dir } })))
+    write(dir .. "/userlist.txt", '"alice" "md5abc"\n')
+    assert.same({ type = "md5", file = dir .. "/userlist.txt" },
+      assert(validate(with_proxy({ auth = { type = "md5", file = "userlist.txt" } }), dir)).proxy.auth)
+    -- An auth query alone is enough; it runs on the default cluster.
+    assert.same({ type = "scram-sha-256", query = "SELECT 1", query_cluster = "main" },
+      assert(validate(with_proxy({ auth = { type = "scram-sha-256", query = "SELECT 1" } })))
+        .proxy.auth)
+    assert.same({ type = "trust" }, assert(validate(with_proxy({ auth = {} }))).proxy.auth)
+    assert.same({ 'proxy.auth.type: expected one of "trust", "md5", "scram-sha-256", '
+      .. 'got string "password"' }, errors_of(with_proxy({ auth = { type = "password" } })))
+  end)
+
+  it("auth: the query and the cluster it runs on", function()
+    local raw = {
+      clusters = {
+        a = { nodes = { { name = "p", conninfo = "x", role = "primary" } } },
+        b = { nodes = { { name = "p", conninfo = "y", role = "primary" } } },
+      },
+      default_cluster = "a",
+      proxy = { auth = { type = "md5", query = "SELECT $1", query_cluster = "b" } },
+    }
+    assert.equal("b", assert(validate(raw)).proxy.auth.query_cluster)
+    raw.proxy.auth.query_cluster = "c"
+    assert.same({ 'proxy.auth.query_cluster: no cluster named "c" (clusters: a, b)' }, errors_of(raw))
+    raw.proxy.auth.query_cluster = 2
+    assert.same({ "proxy.auth.query_cluster: expected a cluster name, got number 2" }, errors_of(raw))
+    raw.proxy.auth = { type = "md5", query = "", query_cluster = "b" }
+    assert.same({ 'proxy.auth.query: expected a non-empty SQL string, got string ""' }, errors_of(raw))
+    raw.proxy.auth = { query_cluster = "b" }
+    assert.same({ "proxy.auth.query_cluster: only used with auth.query, which is not set" },
+      errors_of(raw))
+  end)
+
+  it("resolves relative paths against the config file's directory in config.load", function()
+    local dir = tmpdir()
+    write(dir .. "/userlist.txt", '"alice" "md5abc"\n')
+    local path = write(dir .. "/switchyard.lua", [[
+      return {
+        clusters = { main = { nodes = { { name = "p", conninfo = "x", role = "primary" } } } },
+        proxy = { auth = { type = "md5", file = "userlist.txt" }, listen = { "127.0.0.1:7000" } },
+      }
+    ]])
+    local cfg, errs = config.load(path, ROOT)
+    assert.is_nil(errs)
+    assert.equal(dir .. "/userlist.txt", cfg.proxy.auth.file)
+    assert.same({ "127.0.0.1:7000" }, cfg.proxy.listen)
+  end)
+end)
