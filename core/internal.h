@@ -505,4 +505,75 @@ int sy__reload_watch(sy_engine *e);
 void sy__reload_unwatch(sy_engine *e);
 int sy__reload_now(sy_engine *e);
 
+/* ------------------------------------------------------------ relay_conn
+ * (core/relay_conn.c; the FFI-friendly half is core/relay_conn.h) */
+
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include "relay_conn.h"
+
+/* Where and what a CancelRequest sends: a copy, so a cancel can outlive the
+ * relay connection it was taken from. */
+typedef struct sy_relay_cancel_target {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    uint32_t pid, key;
+} sy_relay_cancel_target;
+
+typedef enum sy_relay_state {
+    SY_RELAY_CONNECTING = 0,  /* libpq drives the socket */
+    SY_RELAY_OPEN,            /* handed over: only the raw transport */
+    SY_RELAY_BROKEN           /* connect failed or the transport broke */
+} sy_relay_state;
+
+struct sy_relay_conn {
+    PGconn *pg;               /* owned; kept until close even when open:
+                                 libpq's TLS BIO reads through it */
+    void *ssl;                /* SSL*, borrowed from pg, when TLS is on */
+    sy_relay_state state;     /* changed only by relay_set_state() */
+    FILE *trace;              /* PQtrace target while connecting */
+    char *trace_buf;          /* its memory (fmemopen), owned */
+    int have_key;
+    sy_relay_cancel_target cancel;
+    char cancel_where[128];
+    char error[256];
+};
+
+/* A sender of one CancelRequest, embedded in whoever cancels (the object
+ * that must stay out of the pool until the server closed).  done() fires
+ * once, from the loop, with 0 (the server read the request and closed) or
+ * SY_ECONN / SY_ETIMEOUT / SY_EIO. */
+struct sy_relay_cancel {
+    struct ev_loop *loop;
+    ev_io io;
+    ev_timer timer;
+    int fd;
+    int active;
+    unsigned char packet[16];
+    size_t sent;
+    void (*done)(sy_relay_cancel *c, int err);
+};
+
+/* PQconnectStart for a relay connection: like sy__connect_start() plus
+ * gssencmode=disable (a GSS-encrypted stream cannot be handed over), with
+ * the trace that captures the cancel key set before the first message.
+ * target may be NULL.  NULL (reason in err) on failure; caller owns rc. */
+sy_relay_conn *sy__relay_connect_start(const char *conninfo,
+                                       const char *application_name,
+                                       const sy_conn_target *target,
+                                       char *err, size_t errlen);
+/* The cancel target of a ready connection; 0, or -1 with no cancel key. */
+int sy__relay_cancel_target(const sy_relay_conn *rc, sy_relay_cancel_target *t);
+/* Starts sending a CancelRequest (c is caller memory, zeroed or reused after
+ * done).  timeout > 0 bounds the whole exchange.  0: done() will fire once;
+ * < 0 (SY_E*): it will not. */
+int sy__relay_cancel_start(sy_relay_cancel *c, struct ev_loop *loop,
+                           const sy_relay_cancel_target *t, double timeout,
+                           void (*done)(sy_relay_cancel *c, int err));
+/* Stops a running cancel without calling done() (owner going away). */
+void sy__relay_cancel_abort(sy_relay_cancel *c);
+
+/* ------------------------------------------------------------ end relay_conn */
+
 #endif

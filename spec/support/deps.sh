@@ -5,7 +5,7 @@
 # installed postgresql-15's version so an install can never upgrade a server
 # that is running under the specs.
 set -eu
-want="build-essential pkg-config libluajit-5.1-dev luajit libpq-dev libev-dev lua-cjson lua-busted lua-check libssl-dev libpg-query-dev postgresql-15 postgresql-client-15 clang libclang-rt-14-dev"
+want="build-essential pkg-config libluajit-5.1-dev luajit libpq-dev libev-dev lua-cjson lua-busted lua-check libssl-dev libpg-query-dev postgresql-15 postgresql-client-15 clang libclang-rt-14-dev openssl"
 missing=""
 for p in $want; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
