@@ -80,7 +80,7 @@ void sy__conn_set_state(sy_conn *conn, sy_conn_state to)
 }
 
 PGconn *sy__connect_start(const char *conninfo, const char *application_name,
-                          const sy_conn_target *target)
+                          const sy_conn_target *target, const char *gssencmode)
 {
     /* The node's conninfo (a key=value string or a URI) is expanded in
      * place of dbname; later keywords override it, fallback_application_name
@@ -88,7 +88,7 @@ PGconn *sy__connect_start(const char *conninfo, const char *application_name,
      * hostaddr: libpq connects to hostaddr without a lookup of its own (a
      * blocking getaddrinfo) and keeps host for TLS and the password file.
      * NULL or empty values are skipped by libpq. */
-    const char *keys[8], *values[8];
+    const char *keys[9], *values[9];
     int k = 0;
     keys[k] = "dbname", values[k++] = conninfo;
     if (target) {
@@ -99,6 +99,8 @@ PGconn *sy__connect_start(const char *conninfo, const char *application_name,
     keys[k] = "fallback_application_name", values[k++] = "switchyard";
     if (application_name)
         keys[k] = "application_name", values[k++] = application_name;
+    if (gssencmode)
+        keys[k] = "gssencmode", values[k++] = gssencmode;
     keys[k] = NULL, values[k] = NULL;
     return PQconnectStartParams(keys, values, 1);
 }
@@ -112,7 +114,7 @@ sy_conn *sy__conn_start(sy_pool *pool, const sy_conn_target *target,
         return NULL;
     }
     conn->pool = pool;
-    conn->pg = sy__connect_start(pool->node->conninfo, NULL, target);
+    conn->pg = sy__connect_start(pool->node->conninfo, NULL, target, NULL);
     if (!conn->pg) {
         sy__fmt(err, errlen, "out of memory");
         free(conn);

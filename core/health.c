@@ -279,7 +279,7 @@ static void health_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 static void connect_to(sy_node *n, const sy_conn_target *target)
 {
     sy_health *h = &n->health;
-    h->pg = sy__connect_start(n->conninfo, "switchyard health", target);
+    h->pg = sy__connect_start(n->conninfo, "switchyard health", target, NULL);
     if (!h->pg || PQstatus(h->pg) == CONNECTION_BAD) {
         poll_failed(n, h->pg ? PQerrorMessage(h->pg) : "out of memory");
         return;

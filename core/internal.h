@@ -160,9 +160,11 @@ typedef struct sy_conn_target {
 
 /* PQconnectStart on a node's conninfo, naming the connection
  * (application_name, or NULL for the conninfo's own or "switchyard").
- * target: resolved addresses (borrowed, copied by libpq) or NULL. */
+ * target: resolved addresses (borrowed, copied by libpq) or NULL.
+ * gssencmode: overrides the conninfo's (relay connections need "disable"),
+ * or NULL. */
 PGconn *sy__connect_start(const char *conninfo, const char *application_name,
-                          const sy_conn_target *target);
+                          const sy_conn_target *target, const char *gssencmode);
 /* A pool connection to target (see sy__dns_target; borrowed, may be NULL). */
 sy_conn *sy__conn_start(sy_pool *pool, const sy_conn_target *target,
                         char *err, size_t errlen);

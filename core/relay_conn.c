@@ -85,22 +85,9 @@ sy_relay_conn *sy__relay_connect_start(const char *conninfo,
         return NULL;
     }
     rc->trace_buf = tb;
-    /* Same keywords as sy__connect_start (the conninfo expands in place of
-     * dbname, later keywords override it) plus gssencmode=disable. */
-    const char *keys[9], *values[9];
-    int k = 0;
-    keys[k] = "dbname", values[k++] = conninfo;
-    if (target) {
-        keys[k] = "host", values[k++] = target->host;
-        keys[k] = "port", values[k++] = target->port;
-        keys[k] = "hostaddr", values[k++] = target->hostaddr;
-    }
-    keys[k] = "fallback_application_name", values[k++] = "switchyard";
-    if (application_name)
-        keys[k] = "application_name", values[k++] = application_name;
-    keys[k] = "gssencmode", values[k++] = "disable";
-    keys[k] = NULL, values[k] = NULL;
-    rc->pg = PQconnectStartParams(keys, values, 1);
+    /* GSS encryption would put libpq's own layer between us and the
+     * socket, which the raw relay cannot speak. */
+    rc->pg = sy__connect_start(conninfo, application_name, target, "disable");
     if (!rc->pg || PQstatus(rc->pg) == CONNECTION_BAD) {
         sy__fmt(err, errlen, "%s",
                 rc->pg ? PQerrorMessage(rc->pg) : "out of memory");
