@@ -335,7 +335,7 @@ typedef struct sy_route_input {
     const sy_statement *stmt;
     int nparams;
     const char *const *param_values;
-    const int *param_formats;
+    const int *param_lengths; /* or NULL: values are C strings */
     sy_session *session;     /* may be NULL */
     int in_tx;
     sy_node *failed_node;    /* set when retrying a read */

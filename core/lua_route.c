@@ -15,19 +15,14 @@
 
 /* ------------------------------------------------------------ live nodes */
 
+/* __index of one node table; its upvalue is the node, which the state's
+ * topology keeps referenced for as long as the table can be reached. */
 static int node_index(lua_State *L)
 {
-    sy_lua *lua = lua_touserdata(L, lua_upvalueindex(1));
+    const sy_node *n = lua_touserdata(L, lua_upvalueindex(1));
     const char *k = lua_tostring(L, 2);
     if (!k)
         return 0;
-    lua_pushliteral(L, "id");
-    lua_rawget(L, 1);
-    int id = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    if (id < 1 || id > lua->topo.n)
-        return 0;
-    const sy_node *n = lua->topo.nodes[id - 1];
     if (strcmp(k, "healthy") == 0)
         lua_pushboolean(L, n->healthy && !n->forced_down);
     else if (strcmp(k, "inflight") == 0)
@@ -66,20 +61,18 @@ static int node_index(lua_State *L)
 void sy__lua_install_node_metatable(sy_lua *lua)
 {
     lua_State *L = lua->L;
-    lua_createtable(L, 0, 1);
-    lua_pushlightuserdata(L, lua);
-    lua_pushcclosure(L, node_index, 1);
-    lua_setfield(L, -2, "__index");
-    int mt = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_node_tables);
-    int n = (int)lua_objlen(L, -1);
-    for (int i = 1; i <= n; i++) {
+    /* Node tables and C nodes were built in the same order (id = index). */
+    for (int i = 1; i <= lua->topo.n; i++) {
         lua_rawgeti(L, -1, i);
-        lua_pushvalue(L, mt);
+        lua_createtable(L, 0, 1);
+        lua_pushlightuserdata(L, lua->topo.nodes[i - 1]);
+        lua_pushcclosure(L, node_index, 1);
+        lua_setfield(L, -2, "__index");
         lua_setmetatable(L, -2);
         lua_pop(L, 1);
     }
-    lua_pop(L, 2);
+    lua_pop(L, 1);
 }
 
 static void push_node_table(sy_lua *lua, const sy_node *n)
@@ -211,8 +204,10 @@ static void push_params(sy_lua *lua, const sy_route_input *in)
         const char *v = in->param_values[i];
         if (!v)
             lua_pushboolean(L, 0);
+        else if (in->param_lengths) /* copied lengths: binary values whole */
+            lua_pushlstring(L, v, (size_t)in->param_lengths[i]);
         else
-            lua_pushstring(L, v); /* binary values are shown up to a NUL */
+            lua_pushstring(L, v);
         lua_rawseti(L, -2, i + 1);
     }
 }

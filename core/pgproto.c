@@ -365,22 +365,25 @@ int sy__pg_bind_next_value(const sy_pg_bind *b, size_t *pos, sy_pg_span *value)
     return 1;
 }
 
+/* The protocol's format-code list: none means text for all, one applies
+ * to all, otherwise one per column or parameter. */
+static int format_code(const char *codes, uint16_t n, uint16_t i)
+{
+    if (n == 0)
+        return 0;
+    if (n == 1)
+        return be16(codes);
+    return i < n ? be16(codes + (size_t)i * 2) : 0;
+}
+
 int sy__pg_bind_param_format(const sy_pg_bind *b, uint16_t i)
 {
-    if (b->nformats == 0)
-        return 0;
-    if (b->nformats == 1)
-        return be16(b->formats);
-    return i < b->nformats ? be16(b->formats + (size_t)i * 2) : 0;
+    return format_code(b->formats, b->nformats, i);
 }
 
 int sy__pg_bind_result_format(const sy_pg_bind *b, uint16_t i)
 {
-    if (b->nresults == 0)
-        return 0;
-    if (b->nresults == 1)
-        return be16(b->result_formats);
-    return i < b->nresults ? be16(b->result_formats + (size_t)i * 2) : 0;
+    return format_code(b->result_formats, b->nresults, i);
 }
 
 static int parse_target(const sy_pg_msg *m, sy_pg_target *out, sy_pg_error *err)

@@ -125,6 +125,7 @@ void sy__pool_start(sy_pool *pool)
     fill(pool);
 }
 
+/* Gives a HELD connection to the first waiter. */
 static void hand_to_waiter(sy_pool *pool, sy_conn *conn)
 {
     sy_list *l = sy_list_pop_head(&pool->waiters);
@@ -132,8 +133,6 @@ static void hand_to_waiter(sy_pool *pool, sy_conn *conn)
     pool->n_waiting--;
     w->queued = 0;
     ev_timer_stop(pool_loop(pool), &w->timeout);
-    if (conn->state != SY_CONN_HELD) /* released ones already are */
-        sy__conn_set_state(conn, SY_CONN_HELD);
     pool->n_busy++;
     w->ready(w, conn, 0);
 }
@@ -191,6 +190,7 @@ void sy__pool_conn_connected(sy_pool *pool, sy_conn *conn)
         return;
     }
     if (!sy_list_empty(&pool->waiters)) {
+        sy__conn_set_state(conn, SY_CONN_HELD); /* fresh from connecting */
         hand_to_waiter(pool, conn);
     } else {
         make_idle(pool, conn);

@@ -224,7 +224,7 @@ static void dispatch(sy_request *req, sy_node *failed_node)
         .stmt = &req->stmt,
         .nparams = req->nparams,
         .param_values = req->values,
-        .param_formats = req->formats,
+        .param_lengths = req->lengths,
         .session = s,
         .in_tx = s && s->in_tx,
         .failed_node = failed_node,

@@ -93,20 +93,28 @@ int sy_session_pinned(const sy_session *s)
     return s && s->pinned != NULL;
 }
 
+/* Gives conn back to its pool (node's) and forgets it if the session held
+ * it.  The session's reference on the node goes last: the pool lives in it. */
+static void let_go(sy_session *s, sy_conn *conn, sy_node *node, int broken)
+{
+    sy_node *held = s->pinned == conn ? s->pinned_node : NULL;
+    if (held) {
+        s->pinned = NULL;
+        s->pinned_node = NULL;
+    }
+    s->in_tx = 0;
+    s->sticky = 0;
+    sy__pool_release(&node->pool, conn, broken);
+    sy__node_unref(held);
+}
+
 static void unpin(sy_session *s, int close_conn)
 {
     if (!s->pinned)
         return;
-    sy_conn *conn = s->pinned;
-    sy_node *node = s->pinned_node;
-    s->pinned = NULL;
-    s->pinned_node = NULL;
-    s->in_tx = 0;
-    s->sticky = 0;
     if (close_conn)
-        conn->tainted = 1;
-    sy__pool_release(&node->pool, conn, 0);
-    sy__node_unref(node);
+        s->pinned->tainted = 1;
+    let_go(s, s->pinned, s->pinned_node, 0);
 }
 
 void sy__session_after_query(sy_session *s, sy_request *req, sy_conn *conn,
@@ -114,14 +122,7 @@ void sy__session_after_query(sy_session *s, sy_request *req, sy_conn *conn,
 {
     sy_node *node = req->node;
     if (broken) {
-        if (s->pinned == conn) {
-            s->pinned = NULL;
-            sy__node_unref(s->pinned_node);
-            s->pinned_node = NULL;
-        }
-        s->in_tx = 0;
-        s->sticky = 0;
-        sy__pool_release(&node->pool, conn, 1);
+        let_go(s, conn, node, 1);
         return;
     }
     PGTransactionStatusType ts = PQtransactionStatus(conn->pg);
@@ -137,12 +138,7 @@ void sy__session_after_query(sy_session *s, sy_request *req, sy_conn *conn,
         }
         return;
     }
-    if (s->pinned == conn) {
-        s->pinned = NULL;
-        sy__node_unref(s->pinned_node);
-        s->pinned_node = NULL;
-    }
-    sy__pool_release(&node->pool, conn, 0);
+    let_go(s, conn, node, 0);
 }
 
 void sy__session_release(sy_session *s)

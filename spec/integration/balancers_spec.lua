@@ -80,21 +80,11 @@ describe("balancers against real replicas", function()
   end
 
   local function tally(replies)
-    local count = { primary = 0, replica1 = 0, replica2 = 0, replica3 = 0, replica4 = 0, failed = 0 }
-    for _, r in ipairs(replies) do
-      if r.ok then
-        local who = served_by(r)
-        count[who] = count[who] + 1
-      else
-        count.failed = count.failed + 1
-      end
-    end
-    return count
+    return E.tally(replies, ports)
   end
 
   local function shown(count)
-    return ("primary=%d replica1=%d replica2=%d replica3=%d replica4=%d failed=%d"):format(
-      count.primary, count.replica1, count.replica2, count.replica3, count.replica4, count.failed)
+    return count.why
   end
 
   it("weighted 3:1 sends 750/250 of 1000 reads and none to the primary", function()

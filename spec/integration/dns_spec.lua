@@ -76,20 +76,7 @@ describe("name resolution", function()
   end
 
   local function tally(replies)
-    local count = { primary = 0, replica1 = 0, replica2 = 0, failed = 0 }
-    local failures = {}
-    for _, r in ipairs(replies) do
-      if r.ok then
-        local w = assert(ports[r.value], "unknown server port " .. tostring(r.value))
-        count[w] = count[w] + 1
-      else
-        count.failed = count.failed + 1
-        failures[#failures + 1] = ("%s %s"):format(tostring(r.sqlstate), tostring(r.message))
-      end
-    end
-    count.why = ("primary=%d replica1=%d replica2=%d failed=%d %s"):format(count.primary,
-      count.replica1, count.replica2, count.failed, table.concat(failures, "; "))
-    return count
+    return E.tally(replies, ports)
   end
 
   it("serves reads and writes through nodes named host=localhost", function()

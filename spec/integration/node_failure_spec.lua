@@ -64,22 +64,7 @@ describe("node failures", function()
   end
 
   local function tally(replies, from, to)
-    local count = { primary = 0, replica1 = 0, replica2 = 0, failed = 0, retried = 0 }
-    local failures = {}
-    for i = from or 1, to or #replies do
-      local r = replies[i]
-      if r.ok then
-        local w = assert(who(r), "unknown server port " .. tostring(r.value))
-        count[w] = count[w] + 1
-      else
-        count.failed = count.failed + 1
-        failures[#failures + 1] = ("%s %s"):format(tostring(r.sqlstate), tostring(r.message))
-      end
-      if r.retried then count.retried = count.retried + 1 end
-    end
-    count.why = ("primary=%d replica1=%d replica2=%d failed=%d retried=%d %s"):format(count.primary,
-      count.replica1, count.replica2, count.failed, count.retried, table.concat(failures, "; "))
-    return count
+    return E.tally(replies, ports, from, to)
   end
 
   -- Every event so far, one a line, for failure messages.

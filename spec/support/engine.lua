@@ -281,6 +281,34 @@ function M.port_names(bed, prefix)
   return out
 end
 
+-- Counts which server answered each reply (ports: from port_names), and
+-- the failed and retried ones, over replies[from..to].  count.why shows it
+-- all, failures' SQLSTATEs and messages included, for assertion messages.
+function M.tally(replies, ports, from, to)
+  local count, names, failures = { failed = 0, retried = 0 }, {}, {}
+  for _, name in pairs(ports) do
+    count[name] = 0
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  for i = from or 1, to or #replies do
+    local r = replies[i]
+    if r.ok then
+      local who = assert(ports[r.value], "unknown server port " .. tostring(r.value))
+      count[who] = count[who] + 1
+    else
+      count.failed = count.failed + 1
+      failures[#failures + 1] = ("%s %s"):format(tostring(r.sqlstate), tostring(r.message))
+    end
+    if r.retried then count.retried = count.retried + 1 end
+  end
+  local parts = {}
+  for _, name in ipairs(names) do parts[#parts + 1] = ("%s=%d"):format(name, count[name]) end
+  count.why = ("%s failed=%d retried=%d %s"):format(table.concat(parts, " "), count.failed,
+    count.retried, table.concat(failures, "; "))
+  return count
+end
+
 -- A fresh temporary directory (the caller removes it).
 function M.tmpdir()
   local pipe = assert(io.popen("mktemp -d"))
