@@ -29,7 +29,7 @@ int main(int argc, char **argv)
     char err[4096];
     const char *home = getenv("SWITCHYARD_HOME");
     sy_lua *lua = sy__lua_load(NULL, argv[1], home ? home : SY_DEFAULT_HOME,
-                               NULL, err, sizeof err);
+                               NULL, err, sizeof err, NULL);
     if (!lua) {
         fprintf(stderr, "%s\n", err);
         return 1;

@@ -35,7 +35,7 @@ static sy_lua *load_offline(const char *config_path, const char *home,
 {
     char err[4096];
     sy_lua *lua = sy__lua_load(NULL, config_path, resolve_home(home), NULL,
-                               err, sizeof err);
+                               err, sizeof err, NULL);
     if (!lua)
         sy__fmt(out, out_len, "%s", err);
     return lua;

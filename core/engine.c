@@ -150,11 +150,13 @@ int sy_engine_new(sy_engine **out, const sy_engine_options *o, char *err,
         }
     }
     char why[1024];
-    e->lua = sy__lua_load(e, e->config_path, e->home, NULL, why, sizeof why);
+    int code = SY_ECONFIG;
+    e->lua = sy__lua_load(e, e->config_path, e->home, NULL, why, sizeof why,
+                          &code);
     if (!e->lua) {
         sy__fmt(err, errlen, "%s", why);
         sy_engine_free(e);
-        return SY_ECONFIG;
+        return code;
     }
     e->log_level = o->log_level > e->lua->set.log_level ? o->log_level
                                                          : e->lua->set.log_level;

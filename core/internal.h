@@ -313,10 +313,12 @@ struct sy_lua {
 /* Loads config and policy into a fresh state.  previous: the serving state
  * (or NULL) whose unchanged nodes (same name and conninfo) are kept and
  * whose sy.shared is copied in before the policy loads (scalars and nested
- * tables).  On error returns NULL and writes the reason (file:line or key
- * path) to err; previous is untouched either way. */
+ * tables).  On error returns NULL, writes the reason (file:line or key
+ * path) to err and, if code is not NULL, SY_ECONFIG (the config), SY_EPOLICY
+ * (the policy file or its selftest) or SY_ENOMEM to *code; previous is
+ * untouched either way. */
 sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
-                     sy_lua *previous, char *err, size_t errlen);
+                     sy_lua *previous, char *err, size_t errlen, int *code);
 void sy__lua_free(sy_lua *lua);
 
 /* The routing decision for one query. */

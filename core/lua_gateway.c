@@ -341,12 +341,15 @@ static void push_shared_seed(lua_State *L, sy_lua *previous)
 }
 
 sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
-                     sy_lua *previous, char *err, size_t errlen)
+                     sy_lua *previous, char *err, size_t errlen, int *code)
 {
+    int policy_phase = 0; /* errors past this point are the policy's */
     const sy_topology *reuse = previous ? &previous->topo : NULL;
     sy_lua *lua = calloc(1, sizeof *lua);
     if (!lua) {
         sy__fmt(err, errlen, "out of memory");
+        if (code)
+            *code = SY_ENOMEM;
         return NULL;
     }
     lua->engine = e;
@@ -401,10 +404,6 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua_pushvalue(L, state);
     lua->ref_state = luaL_ref(L, LUA_REGISTRYINDEX);
 
-    lua_getfield(L, state, "policy");
-    lua->ref_route = take_ref(L, lua_gettop(L), "route");
-    lua->ref_on_event = take_ref(L, lua_gettop(L), "on_event");
-    lua_pop(L, 1);
     lua->ref_q = take_ref(L, state, "q");
     lua->ref_empty = take_ref(L, state, "empty");
     lua->ref_session_default = take_ref(L, state, "session_default");
@@ -426,12 +425,24 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
         goto fail;
     lua_pop(L, 1);
 
+    policy_phase = 1;
+    lua_getfield(L, runtime, "load_policy");
+    lua_pushvalue(L, state);
+    if (sy__lua_pcall(lua, 1, 0, LOAD_BUDGET_FACTOR, err, errlen) < 0)
+        goto fail;
+    lua_getfield(L, state, "policy");
+    lua->ref_route = take_ref(L, lua_gettop(L), "route");
+    lua->ref_on_event = take_ref(L, lua_gettop(L), "on_event");
+    lua_pop(L, 1);
+
+    policy_phase = 0;
     lua_getfield(L, state, "nodes");
     if (build_nodes(lua, lua_gettop(L), reuse, err, errlen) < 0)
         goto fail;
     lua_pop(L, 1);
     sy__lua_install_node_metatable(lua);
 
+    policy_phase = 1;
     lua_getfield(L, runtime, "selftest");
     lua_pushvalue(L, state);
     if (sy__lua_pcall(lua, 1, 0, LOAD_BUDGET_FACTOR, err, errlen) < 0) {
@@ -443,6 +454,8 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua_settop(L, 0);
     return lua;
 fail:
+    if (code)
+        *code = policy_phase ? SY_EPOLICY : SY_ECONFIG;
     sy__lua_free(lua);
     return NULL;
 }

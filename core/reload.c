@@ -128,17 +128,16 @@ void sy__reload_unwatch(sy_engine *e)
 int sy__reload_now(sy_engine *e)
 {
     char err[1024];
+    int code = 0;
     sy_lua *fresh = sy__lua_load(e, e->config_path, e->home, e->lua, err,
-                                 sizeof err);
+                                 sizeof err, &code);
     if (!fresh) {
         e->stats.reload_failures++;
         sy__fmt(e->last_error, sizeof e->last_error, "%s", err);
         sy__log(e, SY_LOG_ERROR, "reload refused, keeping the running policy: %s",
                 err);
         sy__emit(e, SY_EVENT_RELOAD_FAILED, NULL, NULL, "%s", err);
-        /* Policy problems start with "policy " (runtime.lua, selftest);
-         * config problems with a key path or the config file's name. */
-        return strncmp(err, "policy ", 7) == 0 ? SY_EPOLICY : SY_ECONFIG;
+        return code;
     }
     sy_lua *old = e->lua;
     e->lua = fresh;

@@ -124,7 +124,8 @@ typedef struct sy_engine_options {
  * and the policy, builds the topology.  Opens no connection yet.
  * On success *out is a new engine the caller owns (sy_engine_free).  On
  * failure *out is NULL and, if error_buf is non-NULL, the reason (with the
- * file, line or key path) is written there, truncated to error_len. */
+ * file, line or key path) is written there, truncated to error_len; the
+ * code is SY_ECONFIG for the config, SY_EPOLICY for the policy. */
 int sy_engine_new(sy_engine **out, const sy_engine_options *options,
                   char *error_buf, size_t error_len);
 

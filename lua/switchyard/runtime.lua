@@ -119,12 +119,9 @@ function runtime.load(config_path, home, c, shared)
   }
   package.loaded.switchyard = facade
   package.path = cfg.config_dir .. "/?.lua;" .. package.path
-  files[#files + 1] = cfg.policy_path
-  local policy = load_policy(cfg.policy_path)
   return {
     cfg = cfg,
     facade = facade,
-    policy = policy,
     topology = topo,
     nodes = flat,
     files = files,
@@ -133,6 +130,14 @@ function runtime.load(config_path, home, c, shared)
     session_default = { vars = {} },
     sessions = {},
   }
+end
+
+-- Loads the policy file into the state (after runtime.load, so the engine
+-- knows a config problem from a policy problem).
+function runtime.load_policy(state)
+  local files = state.files
+  files[#files + 1] = state.cfg.policy_path
+  state.policy = load_policy(state.cfg.policy_path)
 end
 
 -- Runs the policy's optional selftest once the node tables are live.
