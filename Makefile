@@ -61,10 +61,15 @@ demo: deps all
 bench-core: deps all benches
 	@SWITCHYARD_BUILD=$(BUILD) sh bench/core.sh
 
+# The proxy against direct PostgreSQL, PgBouncer and Pgpool-II (~3 minutes;
+# BENCH_SECONDS, BENCH_ROUNDS, BENCH_IDLE_CLIENTS tune it).
+bench: deps all benches
+	@SWITCHYARD_BUILD=$(BUILD) sh bench/proxy.sh
+
 clean:
 	rm -rf build build-san
 
-.PHONY: all deps test lint demo bench-core clean
+.PHONY: all deps test lint demo bench bench-core clean
 
 # Small C tools the test bed uses (a delaying TCP relay, ...).
 TOOLS := $(patsubst spec/support/%.c,$(BUILD)/tools/%,$(wildcard spec/support/*.c))

@@ -114,13 +114,23 @@ sy_conn *sy__conn_start(sy_pool *pool, const sy_conn_target *target,
         return NULL;
     }
     conn->pool = pool;
-    conn->pg = sy__connect_start(pool->node->conninfo, NULL, target, NULL);
+    if (pool->relay) {
+        conn->relay = sy__relay_connect_start(pool->node->conninfo, NULL,
+                                              target, err, errlen);
+        if (!conn->relay) {
+            free(conn);
+            return NULL;
+        }
+        conn->pg = conn->relay->pg;
+    } else {
+        conn->pg = sy__connect_start(pool->node->conninfo, NULL, target, NULL);
+    }
     if (!conn->pg) {
         sy__fmt(err, errlen, "out of memory");
         free(conn);
         return NULL;
     }
-    if (PQstatus(conn->pg) == CONNECTION_BAD) {
+    if (!conn->relay && PQstatus(conn->pg) == CONNECTION_BAD) {
         sy__fmt(err, errlen, "%s", PQerrorMessage(conn->pg));
         PQfinish(conn->pg);
         free(conn);
@@ -150,7 +160,15 @@ void sy__conn_close(sy_conn *conn)
     ev_io_stop(loop, &conn->io);
     ev_timer_stop(loop, &conn->timer);
     sy__conn_set_state(conn, SY_CONN_CLOSED);
-    if (conn->pg) {
+    if (conn->relay) {
+        sy_engine *e = conn->pool->node->engine;
+        if (conn->proxy_state && e->relay_hooks)
+            e->relay_hooks->closed(e->relay_hooks_data, conn);
+        conn->proxy_state = NULL;
+        sy__relay_close(conn->relay); /* closes pg too */
+        conn->relay = NULL;
+        conn->pg = NULL;
+    } else if (conn->pg) {
         /* PQfinish sends Terminate with a non-blocking write attempt; it
          * never waits for the server. */
         PQfinish(conn->pg);
@@ -161,9 +179,22 @@ void sy__conn_close(sy_conn *conn)
     sy__engine_bury_conn(conn->pool->node->engine, conn);
 }
 
+/* A relay connection's connect step: relay_conn.c polls libpq and captures
+ * the cancel key; the pool sees the same four outcomes. */
+static PostgresPollingStatusType relay_connect_poll(sy_conn *conn)
+{
+    switch (sy__relay_connect_poll(conn->relay)) {
+    case SY_RELAY_READY: return PGRES_POLLING_OK;
+    case SY_RELAY_WANT_READ: return PGRES_POLLING_READING;
+    case SY_RELAY_WANT_WRITE: return PGRES_POLLING_WRITING;
+    default: return PGRES_POLLING_FAILED;
+    }
+}
+
 static void connect_step(sy_conn *conn)
 {
-    PostgresPollingStatusType st = PQconnectPoll(conn->pg);
+    PostgresPollingStatusType st =
+        conn->relay ? relay_connect_poll(conn) : PQconnectPoll(conn->pg);
     switch (st) {
     case PGRES_POLLING_READING:
         sy__conn_set_watch(conn, EV_READ);
@@ -178,7 +209,8 @@ static void connect_step(sy_conn *conn)
     case PGRES_POLLING_FAILED:
     default: {
         char why[512];
-        sy__fmt(why, sizeof why, "%s", PQerrorMessage(conn->pg));
+        sy__fmt(why, sizeof why, "%s",
+                conn->relay ? sy__relay_error(conn->relay) : PQerrorMessage(conn->pg));
         sy__pool_conn_failed(conn->pool, conn, why);
         return;
     }
@@ -295,6 +327,14 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     sy_conn *conn = sy_container_of(w, sy_conn, io);
+    if (conn->relay && (conn->state == SY_CONN_HELD || conn->state == SY_CONN_ACTIVE)) {
+        sy_engine *e = conn->pool->node->engine;
+        if (e->relay_hooks)
+            e->relay_hooks->io(e->relay_hooks_data, conn, revents);
+        else
+            sy__conn_set_watch(conn, 0);
+        return;
+    }
     switch (conn->state) {
     case SY_CONN_CONNECTING:
         connect_step(conn);

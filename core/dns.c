@@ -391,6 +391,8 @@ static void finish(sy_node *n, const char *err)
     sy__node_ref(n);
     if (wake & SY_DNS_FOR_POOL)
         sy__pool_dns_done(&n->pool, err);
+    if (wake & SY_DNS_FOR_RELAY_POOL)
+        sy__pool_dns_done(&n->relay_pool, err);
     if (wake & SY_DNS_FOR_HEALTH)
         sy__health_dns_done(n, err);
     sy__node_unref(n);
@@ -544,7 +546,7 @@ void sy__dns_forget(sy_node *n, int who)
     d->wake &= ~who;
     /* The engine is stopping and nobody waits: a lookup left running would
      * keep the loop alive (async and timer) for nothing. */
-    if (d->lookup && !d->wake && n->pool.closing) {
+    if (d->lookup && !d->wake && n->pool.closing && n->relay_pool.closing) {
         ev_async_stop(n->engine->loop, &d->async);
         ev_timer_stop(n->engine->loop, &d->timeout);
         lookup_release(d->lookup);

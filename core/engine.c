@@ -174,7 +174,8 @@ int sy_engine_start(sy_engine *e)
         return 0;
     sy__engine_set_state(e, SY_ENGINE_RUNNING);
     for (int i = 0; i < e->lua->topo.n; i++) {
-        sy__pool_start(&e->lua->topo.nodes[i]->pool);
+        sy_node *n = e->lua->topo.nodes[i];
+        sy__pool_start(e->relay_mode ? &n->relay_pool : &n->pool);
         sy__health_start(e->lua->topo.nodes[i]);
     }
     return sy__reload_watch(e);
@@ -255,9 +256,11 @@ void sy__engine_check_stopped(sy_engine *e)
     for (sy_list *l = e->sessions.next; l != &e->sessions; l = l->next)
         sy__session_release(sy_container_of(l, sy_session, link));
     for (int i = 0; i < e->lua->topo.n; i++) {
-        sy_pool *p = &e->lua->topo.nodes[i]->pool;
-        if (!p->closing)
-            sy__pool_close(p);
+        for (int k = 0; k < SY_NODE_NPOOLS; k++) {
+            sy_pool *p = sy__node_pool(e->lua->topo.nodes[i], k);
+            if (!p->closing)
+                sy__pool_close(p);
+        }
         sy__health_stop(e->lua->topo.nodes[i]);
     }
     sy__engine_set_state(e, SY_ENGINE_STOPPED);
@@ -310,6 +313,7 @@ static void abort_inflight(sy_engine *e)
             l = next;
         }
         sy__pool_close(p);
+        sy__pool_close(&e->lua->topo.nodes[i]->relay_pool);
     }
     sy__request_flush_deferred(e);
 }

@@ -109,6 +109,11 @@ struct sy_conn {
     int io_events;            /* what io is currently watching */
     int tainted;              /* session state leaked: close, never reuse */
     sy_request *request;      /* the query running on it, if any */
+    /* Relay pools only: libpq made the connection, the proxy speaks the
+     * protocol on it (owns relay, which owns pg).  proxy_state is the
+     * proxy's per-backend memory, freed through engine->relay_hooks. */
+    struct sy_relay_conn *relay;
+    void *proxy_state;
 };
 
 struct sy_pool {
@@ -121,6 +126,9 @@ struct sy_pool {
     double backoff;           /* current backoff, seconds; 0 when healthy */
     uint64_t rand_state;
     int started, closing;
+    /* A relay pool: its connections are handed to the proxy's raw relay
+     * (conn->relay) and never see libpq's query functions. */
+    int relay;
     /* Opens waiting for the node's name lookup; each is also counted in
      * n_total and n_connecting, so fill() and the probes see a connect in
      * progress and never start another while the name resolves. */
@@ -128,7 +136,8 @@ struct sy_pool {
     char last_error[256];
 };
 
-void sy__pool_init(sy_pool *pool, sy_node *node, const sy_pool_settings *s);
+void sy__pool_init(sy_pool *pool, sy_node *node, const sy_pool_settings *s,
+                   int relay);
 void sy__pool_start(sy_pool *pool);
 /* Starts waiting for a connection; w->ready fires once (maybe right away). */
 void sy__pool_acquire(sy_pool *pool, sy_waiter *w, double timeout);
@@ -206,7 +215,7 @@ void sy__health_dns_done(sy_node *n, const char *err);
 /* ------------------------------------------------------------ dns */
 
 /* Who waits for a node's name lookup (bits of sy_dns.wake). */
-enum { SY_DNS_FOR_POOL = 1, SY_DNS_FOR_HEALTH = 2 };
+enum { SY_DNS_FOR_POOL = 1, SY_DNS_FOR_HEALTH = 2, SY_DNS_FOR_RELAY_POOL = 4 };
 
 /* A lookup in flight: shared with glibc's resolver threads, refcounted
  * under its own mutex (dns.c); the node holds one reference. */
@@ -264,7 +273,8 @@ struct sy_node {
     double down_since;
     double lag_bytes, lag_ms; /* < 0: unknown */
     sy_counters c;
-    sy_pool pool;
+    sy_pool pool;             /* libpq query connections (embedded API) */
+    sy_pool relay_pool;       /* raw relay connections (the proxy) */
     sy_health health;
     sy_dns dns;
     sy_list link_retired;
@@ -345,6 +355,9 @@ typedef struct sy_route_input {
 } sy_route_input;
 
 void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out);
+/* sy__lua_route on the engine's state, timing a sample of the decisions
+ * into stats.route_avg_us (query.c). */
+void sy__route_timed(sy_engine *e, const sy_route_input *in, sy_route *out);
 /* Drops the cached q.session table of a session being freed. */
 void sy__lua_forget_session(sy_lua *lua, sy_session *s);
 /* Calls the policy's on_event hook, if any; errors are logged. */
@@ -354,6 +367,12 @@ void sy__lua_on_event(sy_lua *lua, const sy_event *ev);
 int sy__lua_pcall(sy_lua *lua, int nargs, int nres, int factor, char *err,
                   size_t errlen);
 sy_lua *sy__lua_self(lua_State *L);
+/* Field k of the table at stack index t: a number (dflt when absent or not
+ * a number), a string (NULL when absent; kept alive by the table) or a
+ * boolean (dflt when nil).  The stack is left as it was. */
+double sy__lua_field_number(lua_State *L, int t, const char *k, double dflt);
+const char *sy__lua_field_string(lua_State *L, int t, const char *k);
+int sy__lua_field_bool(lua_State *L, int t, const char *k, int dflt);
 /* Gives every node table the metatable that reads live figures. */
 void sy__lua_install_node_metatable(sy_lua *lua);
 
@@ -483,7 +502,28 @@ struct sy_engine {
 
     sy_engine_stats stats;
     uint64_t rand_state;
+
+    /* Set by the proxy before sy_engine_start(): start the nodes' relay
+     * pools (not the query pools, which then open on first use). */
+    int relay_mode;
+    const struct sy_relay_hooks *relay_hooks;
+    void *relay_hooks_data;
 };
+
+/* How the proxy hears about its backend connections (relay pools). */
+typedef struct sy_relay_hooks {
+    /* A HELD relay connection's socket is ready (revents: EV_READ/WRITE). */
+    void (*io)(void *data, sy_conn *conn, int revents);
+    /* The connection is closing: free conn->proxy_state. */
+    void (*closed)(void *data, sy_conn *conn);
+} sy_relay_hooks;
+
+/* Both pools of a node, for code that treats them alike. */
+#define SY_NODE_NPOOLS 2
+static inline sy_pool *sy__node_pool(sy_node *n, int i)
+{
+    return i == 0 ? &n->pool : &n->relay_pool;
+}
 
 void sy__log(sy_engine *e, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -557,6 +597,7 @@ struct sy_relay_cancel {
     unsigned char packet[16];
     size_t sent;
     void (*done)(sy_relay_cancel *c, int err);
+    void *done_data;          /* the owner's, untouched here */
 };
 
 /* PQconnectStart for a relay connection: like sy__connect_start() plus

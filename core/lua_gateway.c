@@ -143,7 +143,7 @@ static int facade_now(lua_State *L)
 
 /* ------------------------------------------------------------ settings */
 
-static double field_number(lua_State *L, int t, const char *k, double dflt)
+double sy__lua_field_number(lua_State *L, int t, const char *k, double dflt)
 {
     lua_getfield(L, t, k);
     double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : dflt;
@@ -151,7 +151,7 @@ static double field_number(lua_State *L, int t, const char *k, double dflt)
     return v;
 }
 
-static const char *field_string(lua_State *L, int t, const char *k)
+const char *sy__lua_field_string(lua_State *L, int t, const char *k)
 {
     lua_getfield(L, t, k);
     const char *v = lua_tostring(L, -1); /* kept alive by the table */
@@ -159,7 +159,7 @@ static const char *field_string(lua_State *L, int t, const char *k)
     return v;
 }
 
-static int field_bool(lua_State *L, int t, const char *k, int dflt)
+int sy__lua_field_bool(lua_State *L, int t, const char *k, int dflt)
 {
     lua_getfield(L, t, k);
     int v = lua_isnil(L, -1) ? dflt : lua_toboolean(L, -1);
@@ -171,10 +171,10 @@ static int read_settings(sy_lua *lua, int cfg, char *err, size_t errlen)
 {
     lua_State *L = lua->L;
     sy_settings *s = &lua->set;
-    s->query_timeout = field_number(L, cfg, "query_timeout", 0);
-    s->retry_reads = field_bool(L, cfg, "retry_reads", 1);
-    s->watch = field_bool(L, cfg, "watch", 1);
-    const char *lv = field_string(L, cfg, "log_level");
+    s->query_timeout = sy__lua_field_number(L, cfg, "query_timeout", 0);
+    s->retry_reads = sy__lua_field_bool(L, cfg, "retry_reads", 1);
+    s->watch = sy__lua_field_bool(L, cfg, "watch", 1);
+    const char *lv = sy__lua_field_string(L, cfg, "log_level");
     s->log_level = !lv                          ? SY_LOG_INFO
                    : strcmp(lv, "debug") == 0   ? SY_LOG_DEBUG
                    : strcmp(lv, "warn") == 0    ? SY_LOG_WARN
@@ -184,17 +184,17 @@ static int read_settings(sy_lua *lua, int cfg, char *err, size_t errlen)
     if (lua_istable(L, -1)) {
         int b = lua_gettop(L);
         s->budget_instructions =
-            (uint64_t)field_number(L, b, "instructions", 1000000);
-        s->budget_ms = field_number(L, b, "ms", 50);
+            (uint64_t)sy__lua_field_number(L, b, "instructions", 1000000);
+        s->budget_ms = sy__lua_field_number(L, b, "ms", 50);
     }
     lua_pop(L, 1);
     lua_getfield(L, cfg, "health");
     if (lua_istable(L, -1)) {
         int h = lua_gettop(L);
-        s->health_interval = field_number(L, h, "interval", 1);
-        s->health_timeout = field_number(L, h, "timeout", 2);
-        s->health_fall = (int)field_number(L, h, "fall", 3);
-        s->health_rise = (int)field_number(L, h, "rise", 2);
+        s->health_interval = sy__lua_field_number(L, h, "interval", 1);
+        s->health_timeout = sy__lua_field_number(L, h, "timeout", 2);
+        s->health_fall = (int)sy__lua_field_number(L, h, "fall", 3);
+        s->health_rise = (int)sy__lua_field_number(L, h, "rise", 2);
     }
     lua_pop(L, 1);
     lua_getfield(L, cfg, "write_functions");
@@ -222,14 +222,14 @@ static int read_settings(sy_lua *lua, int cfg, char *err, size_t errlen)
 
 static void read_pool_settings(lua_State *L, int t, sy_pool_settings *p)
 {
-    p->min = (int)field_number(L, t, "min", 1);
-    p->max = (int)field_number(L, t, "max", 10);
-    p->idle_timeout = field_number(L, t, "idle_timeout", 60);
-    p->max_lifetime = field_number(L, t, "max_lifetime", 3600);
-    p->acquire_timeout = field_number(L, t, "acquire_timeout", 5);
-    p->connect_timeout = field_number(L, t, "connect_timeout", 5);
-    p->reconnect_min = field_number(L, t, "reconnect_min", 0.1);
-    p->reconnect_max = field_number(L, t, "reconnect_max", 10);
+    p->min = (int)sy__lua_field_number(L, t, "min", 1);
+    p->max = (int)sy__lua_field_number(L, t, "max", 10);
+    p->idle_timeout = sy__lua_field_number(L, t, "idle_timeout", 60);
+    p->max_lifetime = sy__lua_field_number(L, t, "max_lifetime", 3600);
+    p->acquire_timeout = sy__lua_field_number(L, t, "acquire_timeout", 5);
+    p->connect_timeout = sy__lua_field_number(L, t, "connect_timeout", 5);
+    p->reconnect_min = sy__lua_field_number(L, t, "reconnect_min", 0.1);
+    p->reconnect_max = sy__lua_field_number(L, t, "reconnect_max", 10);
 }
 
 static sy_node *find_reusable(const sy_topology *reuse, const char *full_name,
@@ -259,12 +259,12 @@ static int build_nodes(sy_lua *lua, int flat, const sy_topology *reuse,
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, flat, i);
         int t = lua_gettop(L);
-        const char *full = field_string(L, t, "full_name");
-        const char *name = field_string(L, t, "name");
-        const char *cluster = field_string(L, t, "cluster");
-        const char *conninfo = field_string(L, t, "conninfo");
-        const char *role = field_string(L, t, "role");
-        int weight = (int)field_number(L, t, "weight", 1);
+        const char *full = sy__lua_field_string(L, t, "full_name");
+        const char *name = sy__lua_field_string(L, t, "name");
+        const char *cluster = sy__lua_field_string(L, t, "cluster");
+        const char *conninfo = sy__lua_field_string(L, t, "conninfo");
+        const char *role = sy__lua_field_string(L, t, "role");
+        int weight = (int)sy__lua_field_number(L, t, "weight", 1);
         sy_pool_settings ps;
         lua_getfield(L, t, "pool");
         read_pool_settings(L, lua_gettop(L), &ps);
@@ -282,6 +282,7 @@ static int build_nodes(sy_lua *lua, int flat, const sy_topology *reuse,
             node->role = r;
             node->weight = weight;
             sy__pool_apply_settings(&node->pool, &ps);
+            sy__pool_apply_settings(&node->relay_pool, &ps);
         } else {
             node = sy__node_new(lua->engine, cluster, name, conninfo, r,
                                 weight, &ps);

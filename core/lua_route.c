@@ -28,11 +28,11 @@ static int node_index(lua_State *L)
     else if (strcmp(k, "inflight") == 0)
         lua_pushinteger(L, n->c.inflight);
     else if (strcmp(k, "idle") == 0)
-        lua_pushinteger(L, n->pool.n_idle);
+        lua_pushinteger(L, n->pool.n_idle + n->relay_pool.n_idle);
     else if (strcmp(k, "busy") == 0)
-        lua_pushinteger(L, n->pool.n_busy);
+        lua_pushinteger(L, n->pool.n_busy + n->relay_pool.n_busy);
     else if (strcmp(k, "waiting") == 0)
-        lua_pushinteger(L, n->pool.n_waiting);
+        lua_pushinteger(L, n->pool.n_waiting + n->relay_pool.n_waiting);
     else if (strcmp(k, "latency_ms") == 0)
         lua_pushnumber(L, n->c.latency_ewma_ms);
     else if (strcmp(k, "latency_p50_ms") == 0)

@@ -1,7 +1,7 @@
 /*
- * main.c - the `switchyard` binary: the policy authors' tools (check a
- * config, dry-run the routing of a statement).  The proxy front end joins
- * it with the wire-protocol issue.
+ * main.c - the `switchyard` binary: the proxy (-c, cli_proxy.c) and the
+ * policy authors' tools (check a config, dry-run the routing of a
+ * statement).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,13 +11,19 @@
 
 #define OUT_SIZE (64 * 1024)
 
+int sy__cli_proxy(const char *config_path, const char *home);
+
 static int usage(FILE *to)
 {
     fprintf(to,
-            "usage: switchyard check CONFIG\n"
+            "usage: switchyard -c CONFIG\n"
+            "       switchyard check CONFIG\n"
             "       switchyard route CONFIG SQL [--param V]... [--session k=v]...\n"
             "                        [--down cluster.node]...\n"
             "\n"
+            "-c      runs the proxy: a PostgreSQL server on proxy.listen that\n"
+            "        routes every query through the policy (SIGHUP reloads,\n"
+            "        SIGTERM drains, SIGINT stops)\n"
             "check   validates the config and its policy; exit 0 if valid,\n"
             "        1 with every problem listed otherwise\n"
             "route   prints the decision the policy makes for SQL and a short\n"
@@ -94,6 +100,11 @@ int main(int argc, char **argv)
 {
     if (argc < 2)
         return usage(stderr);
+    if (strcmp(argv[1], "-c") == 0) {
+        if (argc != 3)
+            return usage(stderr);
+        return sy__cli_proxy(argv[2], NULL);
+    }
     if (strcmp(argv[1], "check") == 0)
         return cmd_check(argc, argv);
     if (strcmp(argv[1], "route") == 0)

@@ -32,7 +32,8 @@ sy_node *sy__node_new(sy_engine *e, const char *cluster, const char *name,
     n->healthy = 1;
     n->lag_bytes = n->lag_ms = -1;
     sy_list_init(&n->link_retired);
-    sy__pool_init(&n->pool, n, ps);
+    sy__pool_init(&n->pool, n, ps, 0);
+    sy__pool_init(&n->relay_pool, n, ps, 1);
     if (sy__dns_init(n) < 0)
         goto fail;
     return n;
@@ -58,6 +59,7 @@ void sy__node_unref(sy_node *n)
     if (n->engine) {
         sy__health_stop(n);
         sy__pool_destroy(&n->pool);
+        sy__pool_destroy(&n->relay_pool);
         /* After both stopped waiting for it: a lookup still running is
          * cancelled or cut loose from the node (dns.c). */
         sy__dns_cleanup(n);

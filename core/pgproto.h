@@ -275,6 +275,11 @@ int sy__pg_build_parameter_status(sy_buf *b, const char *name, const char *value
 int sy__pg_build_backend_key(sy_buf *b, uint32_t pid, uint32_t key);
 int sy__pg_build_ready(sy_buf *b, char status);
 int sy__pg_build_command_complete(sy_buf *b, const char *tag);
+/* A result of text columns (type text, no table), as the admin console
+ * answers: RowDescription, then one DataRow per row (NULL values are SQL
+ * NULLs). */
+int sy__pg_build_row_description_text(sy_buf *b, const char *const *names, uint16_t n);
+int sy__pg_build_data_row_text(sy_buf *b, const char *const *values, uint16_t n);
 /* A message whose body is empty: ParseComplete, BindComplete, Sync, ... */
 int sy__pg_build_empty(sy_buf *b, uint8_t type);
 /* The single byte answering SSLRequest / GSSENCRequest: 'S' or 'N'. */

@@ -212,6 +212,40 @@ int sy__pg_build_command_complete(sy_buf *b, const char *tag)
     return end(&m);
 }
 
+int sy__pg_build_row_description_text(sy_buf *b, const char *const *names, uint16_t n)
+{
+    msg m;
+    begin(&m, b, SY_PG_ROW_DESCRIPTION);
+    put_u16(&m, n);
+    for (uint16_t i = 0; i < n; i++) {
+        put_str(&m, names[i]);
+        put_u32(&m, 0);      /* no table */
+        put_u16(&m, 0);      /* no column number */
+        put_u32(&m, 25);     /* text */
+        put_u16(&m, 0xffff); /* typlen -1 */
+        put_u32(&m, 0xffffffffu); /* typmod -1 */
+        put_u16(&m, 0);      /* text format */
+    }
+    return end(&m);
+}
+
+int sy__pg_build_data_row_text(sy_buf *b, const char *const *values, uint16_t n)
+{
+    msg m;
+    begin(&m, b, SY_PG_DATA_ROW);
+    put_u16(&m, n);
+    for (uint16_t i = 0; i < n; i++) {
+        if (!values[i]) {
+            put_u32(&m, 0xffffffffu);
+            continue;
+        }
+        size_t len = strlen(values[i]);
+        put_u32(&m, (uint32_t)len);
+        put(&m, values[i], len);
+    }
+    return end(&m);
+}
+
 int sy__pg_build_empty(sy_buf *b, uint8_t type)
 {
     if (type == 0)

@@ -23,10 +23,12 @@ static struct ev_loop *pool_loop(const sy_pool *pool)
     return pool->node->engine->loop;
 }
 
-void sy__pool_init(sy_pool *pool, sy_node *node, const sy_pool_settings *s)
+void sy__pool_init(sy_pool *pool, sy_node *node, const sy_pool_settings *s,
+                   int relay)
 {
     memset(pool, 0, sizeof *pool);
     pool->node = node;
+    pool->relay = relay;
     pool->set = *s;
     sy_list_init(&pool->all);
     sy_list_init(&pool->idle);
@@ -41,11 +43,17 @@ void sy__pool_apply_settings(sy_pool *pool, const sy_pool_settings *s)
     pool->set = *s;
 }
 
+/* Which of the node's name-lookup waiters this pool is. */
+static int dns_waiter(const sy_pool *pool)
+{
+    return pool->relay ? SY_DNS_FOR_RELAY_POOL : SY_DNS_FOR_POOL;
+}
+
 static void open_one(sy_pool *pool)
 {
     char err[512];
     const sy_conn_target *target;
-    int rc = sy__dns_target(pool->node, SY_DNS_FOR_POOL, &target, err, sizeof err);
+    int rc = sy__dns_target(pool->node, dns_waiter(pool), &target, err, sizeof err);
     if (rc < 0) {
         sy__pool_conn_failed(pool, NULL, err);
         return;
@@ -268,6 +276,21 @@ static void waiter_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
     wt->ready(wt, NULL, SY_ETIMEOUT);
 }
 
+/* A relay connection is read only by the proxy while it holds it; idle,
+ * whatever arrives (a ParameterStatus after a reload, a FATAL before the
+ * server closes) is read here and dropped.  0 when the stream ended. */
+static int relay_drain_idle(sy_conn *conn)
+{
+    char buf[512];
+    for (;;) {
+        ptrdiff_t n = sy__relay_read(conn->relay, buf, sizeof buf);
+        if (n == SY_RELAY_WANT_READ || n == SY_RELAY_WANT_WRITE)
+            return 1;
+        if (n <= 0)
+            return 0;
+    }
+}
+
 /* The server may have closed an idle connection since the loop last looked
  * (a terminated backend, a restart): its last words and the end of the
  * stream sit unread in the socket.  One non-blocking peek tells, and costs
@@ -277,7 +300,9 @@ static int idle_conn_alive(sy_conn *conn)
     /* A connection reused within a few milliseconds (the normal case under
      * load) had no time to be closed unnoticed: skip the system call. */
     if (sy__monotonic() - conn->idle_since_mono < 0.005)
-        return PQstatus(conn->pg) == CONNECTION_OK;
+        return conn->relay || PQstatus(conn->pg) == CONNECTION_OK;
+    if (conn->relay)
+        return relay_drain_idle(conn);
     char byte;
     ssize_t n = recv(PQsocket(conn->pg), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (n < 0)
@@ -353,10 +378,12 @@ void sy__pool_release(sy_pool *pool, sy_conn *conn, int broken)
     double now = ev_now(pool_loop(pool));
     int expired = pool->set.max_lifetime > 0 &&
                   now - conn->created_at >= pool->set.max_lifetime;
-    if (broken || conn->tainted || pool->closing || expired ||
-        PQstatus(conn->pg) != CONNECTION_OK ||
-        PQtransactionStatus(conn->pg) != PQTRANS_IDLE) {
-        if (broken)
+    /* A relay connection's libpq state is frozen at the handover: the
+     * proxy says broken when it is not idle. */
+    int dirty = !conn->relay && (PQstatus(conn->pg) != CONNECTION_OK ||
+                                 PQtransactionStatus(conn->pg) != PQTRANS_IDLE);
+    if (broken || conn->tainted || pool->closing || expired || dirty) {
+        if (broken && !conn->relay)
             sy__log(pool->node->engine, SY_LOG_INFO,
                     "node %s: connection broken: %s", pool->node->full_name,
                     PQerrorMessage(conn->pg));
@@ -383,7 +410,10 @@ void sy__pool_release(sy_pool *pool, sy_conn *conn, int broken)
 
 void sy__pool_conn_idle_event(sy_pool *pool, sy_conn *conn)
 {
-    if (PQconsumeInput(conn->pg) && PQstatus(conn->pg) == CONNECTION_OK) {
+    if (conn->relay) {
+        if (relay_drain_idle(conn))
+            return;
+    } else if (PQconsumeInput(conn->pg) && PQstatus(conn->pg) == CONNECTION_OK) {
         PGnotify *n;
         while ((n = PQnotifies(conn->pg)) != NULL)
             PQfreemem(n);
@@ -427,7 +457,7 @@ void sy__pool_close(sy_pool *pool)
     pool->n_total -= pool->n_resolving;
     pool->n_connecting -= pool->n_resolving;
     pool->n_resolving = 0;
-    sy__dns_forget(pool->node, SY_DNS_FOR_POOL);
+    sy__dns_forget(pool->node, dns_waiter(pool));
     ev_timer_stop(loop, &pool->maintenance);
     ev_timer_stop(loop, &pool->reconnect);
     fail_waiters(pool, SY_ESTOPPED);

@@ -214,6 +214,21 @@ static void start_on_conn(sy_request *req, sy_conn *conn)
     sy__conn_arm_query_timer(conn, req->timeout);
 }
 
+void sy__route_timed(sy_engine *e, const sy_route_input *in, sy_route *out)
+{
+    /* The routing time is sampled (one decision in 16): two clock reads
+     * per query would cost a tenth of the decision itself. */
+    int sampled = (e->stats.queries & 15) == 1;
+    double t0 = sampled ? sy__monotonic() : 0;
+    sy__lua_route(e->lua, in, out);
+    if (sampled) {
+        double us = (sy__monotonic() - t0) * 1e6;
+        e->stats.route_avg_us = e->stats.route_avg_us == 0
+                                    ? us
+                                    : e->stats.route_avg_us * 0.9 + us * 0.1;
+    }
+}
+
 static void dispatch(sy_request *req, sy_node *failed_node)
 {
     sy_engine *e = req->engine;
@@ -230,17 +245,7 @@ static void dispatch(sy_request *req, sy_node *failed_node)
         .failed_node = failed_node,
     };
     sy_route route;
-    /* The routing time is sampled (one decision in 16): two clock reads
-     * per query would cost a tenth of the decision itself. */
-    int sampled = (e->stats.queries & 15) == 1;
-    double t0 = sampled ? sy__monotonic() : 0;
-    sy__lua_route(e->lua, &in, &route);
-    if (sampled) {
-        double us = (sy__monotonic() - t0) * 1e6;
-        e->stats.route_avg_us = e->stats.route_avg_us == 0
-                                    ? us
-                                    : e->stats.route_avg_us * 0.9 + us * 0.1;
-    }
+    sy__route_timed(e, &in, &route);
     if (route.failed) {
         e->stats.policy_errors++;
         sy__emit(e, SY_EVENT_POLICY_ERROR, NULL, NULL, "%s", route.message);

@@ -143,7 +143,8 @@ int sy__reload_now(sy_engine *e)
     e->lua = fresh;
     if (e->state == SY_ENGINE_RUNNING)
         for (int i = 0; i < fresh->topo.n; i++) {
-            sy__pool_start(&fresh->topo.nodes[i]->pool);
+            sy__pool_start(e->relay_mode ? &fresh->topo.nodes[i]->relay_pool
+                                         : &fresh->topo.nodes[i]->pool);
             sy__health_start(fresh->topo.nodes[i]);
         }
     sy__lua_free(old);

@@ -76,10 +76,11 @@ static void fill_node(const sy_node *n, sy_node_stats *out)
     out->errors = n->c.errors;
     out->retries = n->c.retries;
     out->inflight = n->c.inflight;
-    out->pool_idle = n->pool.n_idle;
-    out->pool_busy = n->pool.n_busy;
-    out->pool_connecting = n->pool.n_connecting;
-    out->pool_waiting = n->pool.n_waiting;
+    /* A node's embedded and relay pools count as one. */
+    out->pool_idle = n->pool.n_idle + n->relay_pool.n_idle;
+    out->pool_busy = n->pool.n_busy + n->relay_pool.n_busy;
+    out->pool_connecting = n->pool.n_connecting + n->relay_pool.n_connecting;
+    out->pool_waiting = n->pool.n_waiting + n->relay_pool.n_waiting;
     out->pool_exhausted = n->c.exhausted;
     out->latency_avg_ms = n->c.latency_ewma_ms;
     out->latency_p50_ms = sy__counters_percentile(&n->c, 0.50);

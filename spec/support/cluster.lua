@@ -914,37 +914,48 @@ end
 --- Starts a relay on a free loopback port that forwards to `node` and holds
 --- every chunk for delay_ms in each direction.
 --- Returns { port=, host=, conninfo=, pid=, target=, delay_ms=, stop=function }.
-function Bed:start_relay(node, delay_ms)
-  assert(node and node.port, "start_relay: node expected")
+--- Starts a background process (a shell command line; its output goes to
+--- out) that teardown stops, and the reaper too if this process dies.
+--- Returns { pid, stop(signal) }: stop sends TERM (or signal), waits up to
+--- 5 s, then KILL; idempotent.
+function Bed:spawn(cmd, out)
   local n = #self.relays + 1
   local base = self.dir .. "/relays/" .. n
-  local pid = tonumber((popen_read(quote(M.relay_bin()) .. " 0 " .. node.port .. " " .. math.floor(delay_ms or 0)
-    .. " >" .. quote(base .. ".out") .. " 2>" .. quote(base .. ".err") .. " </dev/null & echo $!")))
-  assert(pid, "could not start delay_relay")
+  local redirect = out and (" >" .. quote(out) .. " 2>&1")
+    or (" >" .. quote(base .. ".out") .. " 2>" .. quote(base .. ".err"))
+  local pid = tonumber((popen_read(cmd .. redirect .. " </dev/null & echo $!")))
+  assert(pid, "could not start: " .. cmd)
   local f = assert(io.open(base .. ".pid", "w"))
   f:write(tostring(pid), "\n")
   f:close()
-  local port = M.wait_for(function()
-    local line = (read_file(base .. ".out") or ""):match("^(%d+)\n")
-    if line then return tonumber(line) end
-    if not pid_alive(pid) then
-      error("delay_relay exited: " .. (read_file(base .. ".err") or ""), 0)
-    end
-  end, 10, "delay_relay to listen")
-  local relay = {
-    port = port, host = HOST, pid = pid, target = node, delay_ms = delay_ms,
-    conninfo = string.format("host=%s port=%d dbname=postgres user=postgres connect_timeout=5", HOST, port),
-  }
-  function relay.stop()
-    if relay.stopped then return end
-    relay.stopped = true
-    os.execute("kill -TERM " .. pid .. " 2>/dev/null")
-    local ok = pcall(M.wait_for, function() return not pid_alive(pid) end, 3, "delay_relay to exit")
+  local child = { pid = pid, base = base }
+  function child.stop(signal)
+    if child.stopped then return end
+    child.stopped = true
+    os.execute("kill -" .. (signal or "TERM") .. " " .. pid .. " 2>/dev/null")
+    local ok = pcall(M.wait_for, function() return not pid_alive(pid) end, 5, "process to exit")
     if not ok then os.execute("kill -9 " .. pid .. " 2>/dev/null") end
     os.remove(base .. ".pid")
   end
-  self.relays[n] = relay
-  return relay
+  self.relays[n] = proc
+  return child
+end
+
+--- Starts a delaying TCP relay in front of node (spec/support/delay_relay.c).
+function Bed:start_relay(node, delay_ms)
+  assert(node and node.port, "start_relay: node expected")
+  local child = self:spawn(quote(M.relay_bin()) .. " 0 " .. node.port .. " " .. math.floor(delay_ms or 0))
+  local port = M.wait_for(function()
+    local line = (read_file(child.base .. ".out") or ""):match("^(%d+)\n")
+    if line then return tonumber(line) end
+    if not pid_alive(child.pid) then
+      error("delay_relay exited: " .. (read_file(child.base .. ".err") or ""), 0)
+    end
+  end, 10, "delay_relay to listen")
+  return {
+    port = port, host = HOST, pid = child.pid, target = node, delay_ms = delay_ms, stop = child.stop,
+    conninfo = string.format("host=%s port=%d dbname=postgres user=postgres connect_timeout=5", HOST, port),
+  }
 end
 
 ---------------------------------------------------------------------------

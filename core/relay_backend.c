@@ -1,0 +1,485 @@
+/*
+ * relay_backend.c - transaction pooling, the backend half: the proxy's
+ * state of each relay connection (sy_link), writing client messages to it,
+ * reading its replies and relaying them as the bytes they arrived as.
+ *
+ * Every message sent has an entry in the link's expected-reply queue, so
+ * the proxy knows which replies are the client's, which it must drop (a
+ * statement it prepared, the parameters it replayed) and where the replies
+ * it makes itself go (SY_X_FAKE).  Only the headers of most messages are
+ * read; DataRow and CopyData larger than the buffer stream through.
+ */
+#include "proxy.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* A streamed message is relayed in pieces only past this size; smaller
+ * ones wait until whole (cheaper than tracking a piece). */
+#define STREAM_THRESHOLD 8192
+
+static void backend_read(sy_link *l);
+
+sy_link *sy__link_of(sy_proxy *px, sy_conn *conn)
+{
+    (void)px;
+    if (conn->proxy_state)
+        return conn->proxy_state;
+    sy_link *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->q_cap = 16;
+    l->q = malloc(l->q_cap * sizeof *l->q);
+    if (!l->q) {
+        free(l);
+        return NULL;
+    }
+    l->conn = conn;
+    l->tx_status = 'I';
+    l->synced = 1;
+    sy__buf_init(&l->out);
+    sy__buf_init(&l->in);
+    sy__buf_init(&l->fakes);
+    sy__params_init(&l->params);
+    sy_list_init(&l->stmt_lru);
+    conn->proxy_state = l;
+    return l;
+}
+
+void sy__link_closed(void *data, sy_conn *conn)
+{
+    sy_proxy *px = data;
+    sy_link *l = conn->proxy_state;
+    if (!l)
+        return;
+    conn->proxy_state = NULL;
+    sy_client *c = l->client;
+    if (c) {
+        /* The pool closed it under the client (engine going away). */
+        l->client = NULL;
+        c->linked = NULL;
+        if (c->node) {
+            sy__node_unref(c->node);
+            c->node = NULL;
+        }
+        sy__client_fatal(c, "08006", "the server connection was closed");
+    }
+    if (l->cancel) {
+        sy__relay_cancel_abort(l->cancel);
+        free(l->cancel);
+    }
+    sy__link_stmt_clear(px, l);
+    sy__params_free(&l->params);
+    sy__buf_free(&l->out);
+    sy__buf_free(&l->in);
+    sy__buf_free(&l->fakes);
+    free(l->q);
+    free(l);
+}
+
+/* ------------------------------------------------------------ queue */
+
+static sy_expect *head(sy_link *l)
+{
+    return l->q_len ? &l->q[l->q_head] : NULL;
+}
+
+static void pop(sy_link *l)
+{
+    l->q_head = (l->q_head + 1) % l->q_cap;
+    if (--l->q_len == 0) {
+        l->q_head = 0;
+        sy__buf_reset(&l->fakes);
+    }
+}
+
+static int push(sy_link *l, sy_expect x)
+{
+    if (l->q_len == l->q_cap) {
+        unsigned cap = l->q_cap * 2;
+        sy_expect *q = malloc(cap * sizeof *q);
+        if (!q)
+            return -1;
+        for (unsigned i = 0; i < l->q_len; i++)
+            q[i] = l->q[(l->q_head + i) % l->q_cap];
+        free(l->q);
+        l->q = q;
+        l->q_cap = cap;
+        l->q_head = 0;
+    }
+    l->q[(l->q_head + l->q_len) % l->q_cap] = x;
+    l->q_len++;
+    return 0;
+}
+
+int sy__link_expect(sy_link *l, uint8_t kind, uint8_t flags)
+{
+    l->synced = 0;
+    sy_expect x = {.kind = kind, .flags = flags};
+    return push(l, x);
+}
+
+int sy__link_expect_fake(sy_link *l, const char *bytes, size_t len)
+{
+    if (l->q_len == 0)
+        return sy__buf_append(&l->client->out, bytes, len);
+    sy_expect x = {.kind = SY_X_FAKE, .fake_off = (uint32_t)l->fakes.len,
+                   .fake_len = (uint32_t)len};
+    if (sy__buf_append(&l->fakes, bytes, len) < 0)
+        return -1;
+    return push(l, x);
+}
+
+/* Replies the proxy made that are now next in line. */
+static int emit_fakes(sy_link *l)
+{
+    sy_expect *h;
+    while ((h = head(l)) != NULL && h->kind == SY_X_FAKE) {
+        if (l->client &&
+            sy__buf_append(&l->client->out, l->fakes.buf + h->fake_off, h->fake_len) < 0)
+            return -1;
+        pop(l);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ release */
+
+void sy__link_release(sy_link *l, int broken)
+{
+    sy_client *c = l->client;
+    if (c) {
+        c->linked = NULL;
+        l->client = NULL;
+        if (c->node) {
+            sy__node_unref(c->node);
+            c->node = NULL;
+        }
+    }
+    if (l->cancel && !broken) {
+        /* The cancel must reach the server before anyone else's query. */
+        l->release_after_cancel = 1;
+        return;
+    }
+    sy_conn *conn = l->conn;
+    if (!broken) {
+        sy__buf_reset(&l->in);
+        l->pass_remaining = 0;
+        l->q_head = l->q_len = 0;
+        sy__buf_reset(&l->fakes);
+        l->has_pending_set = 0;
+        l->synced = 1;
+        if (l->out.cap > 65536) {
+            sy__buf_free(&l->out);
+        } else {
+            sy__buf_reset(&l->out);
+        }
+        l->out_off = 0;
+        l->read_paused = 0;
+        l->write_blocked = 0;
+        sy__conn_set_watch(conn, EV_READ);
+    }
+    sy__pool_release(conn->pool, conn, broken);
+}
+
+static void backend_lost(sy_link *l, const char *why)
+{
+    sy_client *c = l->client;
+    sy_conn *conn = l->conn;
+    sy__log(conn->pool->node->engine, SY_LOG_WARN, "node %s: server connection lost: %s",
+            conn->pool->node->full_name, why);
+    if (l->cancel) {
+        sy__relay_cancel_abort(l->cancel);
+        free(l->cancel);
+        l->cancel = NULL;
+    }
+    sy__link_release(l, 1);
+    if (c)
+        sy__client_fatal(c, "08006", "the server connection was lost: %s", why);
+}
+
+/* ------------------------------------------------------------ writing */
+
+static void update_watch(sy_link *l)
+{
+    int ev = (l->read_paused ? 0 : EV_READ) | (l->write_blocked ? EV_WRITE : 0);
+    sy__conn_set_watch(l->conn, ev);
+}
+
+int sy__link_flush(sy_link *l)
+{
+    while (l->out_off < l->out.len) {
+        ptrdiff_t n = sy__relay_write(l->conn->relay, l->out.buf + l->out_off,
+                                      l->out.len - l->out_off);
+        if (n == SY_RELAY_WANT_READ || n == SY_RELAY_WANT_WRITE) {
+            if (!l->write_blocked) {
+                l->write_blocked = 1;
+                update_watch(l);
+            }
+            return 0;
+        }
+        if (n <= 0) {
+            backend_lost(l, sy__relay_error(l->conn->relay)[0]
+                                ? sy__relay_error(l->conn->relay) : "write failed");
+            return -1;
+        }
+        l->out_off += (size_t)n;
+    }
+    sy__buf_reset(&l->out);
+    l->out_off = 0;
+    if (l->write_blocked) {
+        l->write_blocked = 0;
+        update_watch(l);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ reading */
+
+static uint32_t be32(const char *p)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+
+/* Parameters a client may set and the server reports as they change;
+ * recorded so the next backend gets them too. */
+static int reported_settable(const char *name)
+{
+    static const char *const names[] = {
+        "application_name", "client_encoding", "datestyle", "intervalstyle",
+        "timezone", "standard_conforming_strings", NULL};
+    for (int i = 0; names[i]; i++)
+        if (strcasecmp(name, names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static void record_parameter(sy_link *l, const char *msg, size_t total)
+{
+    sy_pg_msg m = {.type = 'S', .len = (uint32_t)(total - 1), .payload = msg + 5,
+                   .payload_len = total - 5, .total = total};
+    sy_pg_span name, value;
+    if (sy__pg_parse_parameter_status(&m, &name, &value, NULL) < 0 ||
+        !reported_settable(name.p))
+        return;
+    sy__params_set_literal(&l->client->params, name.p, value.p);
+    sy__params_set_literal(&l->params, name.p, value.p);
+}
+
+/* A client SET / RESET completed: it holds for the session. */
+static void apply_pending_set(sy_link *l)
+{
+    sy_client *c = l->client;
+    sy_set_stmt *s = &l->pending_set;
+    l->has_pending_set = 0;
+    if (s->kind == SY_SET_VALUE) {
+        sy__params_set(&c->params, s->name, strlen(s->name), s->value, s->value_len);
+        sy__params_set(&l->params, s->name, strlen(s->name), s->value, s->value_len);
+    } else if (s->kind == SY_SET_RESET) {
+        sy__params_set(&c->params, s->name, strlen(s->name), NULL, 0);
+        sy__params_set(&l->params, s->name, strlen(s->name), NULL, 0);
+    } else if (s->kind == SY_SET_RESET_ALL) {
+        sy__params_copy(&c->params, &c->startup_params);
+        sy__params_free(&l->params);
+    }
+}
+
+static int relay_out(sy_link *l, const char *p, size_t n)
+{
+    return sy__buf_append(&l->client->out, p, n);
+}
+
+/* One whole backend message. */
+static int handle_message(sy_link *l, const char *msg, size_t total)
+{
+    uint8_t type = (uint8_t)msg[0];
+    sy_expect *h = head(l);
+    int skip = h && (h->flags & SY_XF_SKIP);
+    switch (type) {
+    case SY_PG_READY:
+        if (total >= 6)
+            l->tx_status = msg[5];
+        l->synced = l->q_len <= 1;
+        if (!skip && relay_out(l, msg, total) < 0)
+            return -1;
+        if (h)
+            pop(l);
+        return emit_fakes(l);
+    case SY_PG_ERROR_RESPONSE:
+        if (!(h && (h->flags & SY_XF_SKIP_ERRORS)) && relay_out(l, msg, total) < 0)
+            return -1;
+        if (!h)
+            return 0;
+        if (h->flags & SY_XF_SET)
+            l->has_pending_set = 0;
+        if (h->kind == SY_X_QUERY || h->kind == SY_X_SYNC)
+            return 0;
+        /* The server skips everything up to Sync: so do the replies the
+         * proxy would have made there. */
+        while ((h = head(l)) != NULL && h->kind != SY_X_SYNC)
+            pop(l);
+        return 0;
+    case SY_PG_PARSE_COMPLETE:
+    case SY_PG_BIND_COMPLETE:
+    case SY_PG_CLOSE_COMPLETE:
+        if (!skip && relay_out(l, msg, total) < 0)
+            return -1;
+        if (h)
+            pop(l);
+        return emit_fakes(l);
+    case SY_PG_ROW_DESCRIPTION:
+    case SY_PG_NO_DATA:
+        if (!skip && relay_out(l, msg, total) < 0)
+            return -1;
+        if (h && h->kind == SY_X_DESCRIBE) {
+            pop(l);
+            return emit_fakes(l);
+        }
+        return 0;
+    case SY_PG_COMMAND_COMPLETE:
+        if (!skip && relay_out(l, msg, total) < 0)
+            return -1;
+        if (h && (h->flags & SY_XF_SET) && l->has_pending_set)
+            apply_pending_set(l);
+        if (h && h->kind == SY_X_EXECUTE) {
+            pop(l);
+            return emit_fakes(l);
+        }
+        return 0;
+    case SY_PG_EMPTY_QUERY:
+    case SY_PG_PORTAL_SUSPENDED:
+        if (!skip && relay_out(l, msg, total) < 0)
+            return -1;
+        if (h && h->kind == SY_X_EXECUTE) {
+            pop(l);
+            return emit_fakes(l);
+        }
+        return 0;
+    case SY_PG_PARAMETER_STATUS:
+        record_parameter(l, msg, total);
+        return relay_out(l, msg, total);
+    default:
+        return skip ? 0 : relay_out(l, msg, total);
+    }
+}
+
+/* Processes bytes read from the backend; keeps an incomplete message. */
+static int process(sy_link *l, const char *data, size_t n)
+{
+    const char *p = data;
+    size_t len = n;
+    int from_in = l->in.len > 0;
+    if (from_in) {
+        if (sy__buf_append(&l->in, data, n) < 0)
+            return -1;
+        p = l->in.buf;
+        len = l->in.len;
+    }
+    size_t pos = 0;
+    while (pos < len) {
+        if (l->pass_remaining > 0) {
+            size_t k = len - pos < l->pass_remaining ? len - pos : l->pass_remaining;
+            if (l->pass_forward && relay_out(l, p + pos, k) < 0)
+                return -1;
+            pos += k;
+            l->pass_remaining -= k;
+            continue;
+        }
+        if (len - pos < 5)
+            break;
+        uint8_t type = (uint8_t)p[pos];
+        uint32_t mlen = be32(p + pos + 1);
+        if (mlen < 4) {
+            backend_lost(l, "malformed message from the server");
+            return -2;
+        }
+        size_t total = (size_t)mlen + 1;
+        if (len - pos < total) {
+            if ((type == SY_PG_DATA_ROW || type == SY_PG_COPY_DATA) &&
+                total > STREAM_THRESHOLD) {
+                sy_expect *h = head(l);
+                l->pass_forward = !(h && (h->flags & SY_XF_SKIP));
+                if (l->pass_forward && relay_out(l, p + pos, len - pos) < 0)
+                    return -1;
+                l->pass_remaining = total - (len - pos);
+                pos = len;
+            }
+            break;
+        }
+        if (handle_message(l, p + pos, total) < 0)
+            return -1;
+        pos += total;
+    }
+    if (from_in) {
+        memmove(l->in.buf, l->in.buf + pos, len - pos);
+        l->in.len = len - pos;
+    } else if (pos < len && sy__buf_append(&l->in, p + pos, len - pos) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static void backend_read(sy_link *l)
+{
+    sy_proxy *px = l->client ? l->client->proxy : NULL;
+    char local[4096];
+    char *buf = px ? sy__proxy_scratch(px) : local;
+    size_t cap = px ? px->scratch_cap : sizeof local;
+    while (!l->read_paused) {
+        ptrdiff_t n = sy__relay_read(l->conn->relay, buf, cap);
+        if (n == SY_RELAY_WANT_READ || n == SY_RELAY_WANT_WRITE)
+            break;
+        if (n <= 0) {
+            backend_lost(l, n == 0 ? "the server closed the connection"
+                                   : sy__relay_error(l->conn->relay));
+            return;
+        }
+        if (!l->client)
+            continue; /* released while a cancel is in flight: drop */
+        int rc = process(l, buf, (size_t)n);
+        if (rc == -2)
+            return;
+        if (rc < 0) {
+            sy_client *c = l->client;
+            sy__link_release(l, 1);
+            sy__client_close(c, "out of memory");
+            return;
+        }
+        if (l->client->out.len - l->client->out_off > px->set.client_buffer) {
+            /* The client reads slower than the server answers. */
+            l->read_paused = 1;
+            update_watch(l);
+        }
+    }
+    sy_client *c = l->client;
+    if (!c)
+        return;
+    if (sy__client_flush(c) < 0)
+        return;
+    sy__relay_ready(l);
+}
+
+void sy__link_resume(sy_link *l)
+{
+    if (!l->read_paused)
+        return;
+    l->read_paused = 0;
+    update_watch(l);
+    backend_read(l);
+}
+
+void sy__link_io(void *data, sy_conn *conn, int revents)
+{
+    (void)data;
+    sy_link *l = conn->proxy_state;
+    if (!l) {
+        /* Held without proxy state cannot happen; never spin on it. */
+        sy__conn_set_watch(conn, 0);
+        return;
+    }
+    if ((revents & EV_WRITE) && sy__link_flush(l) < 0)
+        return;
+    if (revents & EV_READ)
+        backend_read(l);
+}
