@@ -167,6 +167,25 @@ int sy__link_stmt_add(sy_proxy *px, sy_link *l, sy_stmt *st, sy_buf *out)
     return 0;
 }
 
+void sy__link_stmt_forget(sy_proxy *px, sy_link *l, sy_stmt *st)
+{
+    sy_link_stmt *ls = NULL;
+    HASH_FIND_PTR(l->stmts, &st, ls);
+    if (ls)
+        link_stmt_free(px, l, ls);
+}
+
+int sy__link_prepare(sy_proxy *px, sy_link *l, sy_stmt *st, int skip)
+{
+    px->stats.prepares++;
+    if (sy__pg_build_parse(&l->out, st->server_name, st->query, st->query_len,
+                           st->nparams, st->types) < 0 ||
+        sy__link_expect(l, SY_X_PARSE, skip ? SY_XF_SKIP : 0) < 0)
+        return -1;
+    l->q[(l->q_head + l->q_len - 1) % l->q_cap].stmt = st;
+    return sy__link_stmt_add(px, l, st, &l->out);
+}
+
 void sy__link_stmt_clear(sy_proxy *px, sy_link *l)
 {
     sy_link_stmt *ls, *tmp;

@@ -84,18 +84,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 static int add_listener(sy_proxy *px, int fd, int unix_socket)
 {
-    sy_listener *l = realloc(px->listeners, (size_t)(px->nlisteners + 1) * sizeof *l);
-    if (!l)
+    /* Sized once (sy__proxy_new): a running watcher must never move. */
+    if (px->nlisteners >= px->listeners_cap)
         return -1;
-    px->listeners = l;
-    /* realloc moved the watchers: restart the ones already running. */
-    for (int i = 0; i < px->nlisteners; i++)
-        if (ev_is_active(&l[i].io)) {
-            ev_io_stop(px->loop, &l[i].io);
-            ev_io_init(&l[i].io, accept_cb, l[i].fd, EV_READ);
-            ev_io_start(px->loop, &l[i].io);
-        }
-    sy_listener *n = &l[px->nlisteners++];
+    sy_listener *n = &px->listeners[px->nlisteners++];
     memset(n, 0, sizeof *n);
     n->fd = fd;
     n->unix_socket = unix_socket;
@@ -230,6 +222,12 @@ sy_proxy *sy__proxy_new(sy_engine *e, char *err, size_t errlen)
     px->next_pid = (uint32_t)(sy__rand_next(&px->rand_state) & 0x3fffffff) + 1;
     if (load_auth_and_tls(px, &px->set, &px->authfile, &px->tls, err, errlen) < 0)
         goto fail;
+    px->listeners_cap = px->set.nlisten + 1;
+    px->listeners = calloc((size_t)px->listeners_cap, sizeof *px->listeners);
+    if (!px->listeners) {
+        sy__fmt(err, errlen, "out of memory");
+        goto fail;
+    }
     for (int i = 0; i < px->set.nlisten; i++)
         if (listen_tcp(px, &px->set.listen[i], err, errlen) < 0)
             goto fail;
@@ -279,9 +277,7 @@ static void stop_listening(sy_proxy *px)
         ev_io_stop(px->loop, &px->listeners[i].io);
         close(px->listeners[i].fd);
     }
-    free(px->listeners);
-    px->listeners = NULL;
-    px->nlisteners = 0;
+    px->nlisteners = 0; /* the array stays until free: nothing reuses it */
     if (px->unix_path) {
         unlink(px->unix_path);
         free(px->unix_path);
@@ -376,6 +372,7 @@ void sy__proxy_free(sy_proxy *px)
     sy__authfile_free(px->authfile);
     sy__tls_server_free(px->tls);
     sy__proxy_settings_free(&px->set);
+    free(px->listeners);
     free(px->route_values);
     free(px->route_lengths);
     free(px->scratch);

@@ -171,6 +171,11 @@ int sy__link_stmt_has(sy_link *l, sy_stmt *st);
 /* Records st as prepared on the link; evicts the least recently used
  * beyond max (appending a Close for it to out, whose reply is skipped). */
 int sy__link_stmt_add(sy_proxy *px, sy_link *l, sy_stmt *st, sy_buf *out);
+/* The server refused (or skipped) the Parse of st: not prepared there. */
+void sy__link_stmt_forget(sy_proxy *px, sy_link *l, sy_stmt *st);
+/* Appends a Parse of st under its proxy name to l->out, expecting its
+ * ParseComplete (skipped when skip), and records it in the cache. */
+int sy__link_prepare(sy_proxy *px, sy_link *l, sy_stmt *st, int skip);
 void sy__link_stmt_clear(sy_proxy *px, sy_link *l);
 
 /* ------------------------------------------------------------ link */
@@ -192,6 +197,8 @@ typedef struct sy_expect {
     uint8_t kind;
     uint8_t flags;
     uint32_t fake_off, fake_len;  /* SY_X_FAKE: bytes in link->fakes */
+    sy_stmt *stmt;                /* SY_X_PARSE of a proxy-named statement:
+                                     not prepared after all if it fails */
 } sy_expect;
 
 /* The proxy's state of one backend connection (conn->proxy_state). */
@@ -360,8 +367,8 @@ struct sy_proxy {
     sy_engine *engine;
     struct ev_loop *loop;
     sy_proxy_settings set;
-    sy_listener *listeners;
-    int nlisteners;
+    sy_listener *listeners;    /* listeners_cap entries, never moved */
+    int nlisteners, listeners_cap;
     char *unix_path;           /* the socket file we created (unlinked at free) */
     sy_tls_server *tls;
     sy_authfile *authfile;

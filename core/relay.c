@@ -305,12 +305,7 @@ static int ensure_prepared(sy_client *c, sy_link *l, sy_stmt *st)
         px->stats.prepare_hits++;
         return 0;
     }
-    px->stats.prepares++;
-    if (sy__pg_build_parse(&l->out, st->server_name, st->query, st->query_len,
-                           st->nparams, st->types) < 0 ||
-        sy__link_expect(l, SY_X_PARSE, SY_XF_SKIP) < 0)
-        return -1;
-    return sy__link_stmt_add(px, l, st, &l->out);
+    return sy__link_prepare(px, l, st, 1);
 }
 
 static int forward(sy_link *l, const sy_pg_msg *m, uint8_t expect)
@@ -362,12 +357,7 @@ static int translate_parse(sy_client *c, sy_link *l, const sy_pg_msg *m)
         px->stats.prepare_hits++;
         return reply_simple(c, l, SY_PG_PARSE_COMPLETE);
     }
-    px->stats.prepares++;
-    if (sy__pg_build_parse(&l->out, st->server_name, st->query, st->query_len,
-                           st->nparams, st->types) < 0 ||
-        sy__link_expect(l, SY_X_PARSE, 0) < 0)
-        return -1;
-    return sy__link_stmt_add(px, l, st, &l->out);
+    return sy__link_prepare(px, l, st, 0);
 }
 
 static int translate_bind(sy_client *c, sy_link *l, const sy_pg_msg *m)
@@ -799,6 +789,7 @@ void sy__relay_ready(sy_link *l)
     if (!c || l->q_len > 0)
         return;
     c->tx_status = l->tx_status;
+    sy__client_arm_timer(c); /* idle in transaction, or no timer */
     if (l->tx_status != 'I' || !l->synced || c->sticky || c->proxy->set.session_mode ||
         c->batch.len > 0 || c->in_error_skip || l->out.len > l->out_off)
         return;
@@ -806,6 +797,11 @@ void sy__relay_ready(sy_link *l)
     c->proxy->stats.transactions++;
     sy__link_release(l, 0);
     c->state = SY_CLIENT_IDLE;
+    if (c->proxy->draining) {
+        /* Shutting down: its transaction is done, so is the client. */
+        sy__client_fatal(c, "57P01", "terminating connection due to administrator command");
+        return;
+    }
     sy__client_arm_timer(c);
     if (c->in.len > c->in_off)
         sy__client_process(c);

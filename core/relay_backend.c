@@ -84,6 +84,15 @@ static sy_expect *head(sy_link *l)
     return l->q_len ? &l->q[l->q_head] : NULL;
 }
 
+/* Pops the head; a Parse that did not complete leaves its statement
+ * unprepared on the backend. */
+static void pop_failed(sy_link *l)
+{
+    sy_expect *h = &l->q[l->q_head];
+    if (h->kind == SY_X_PARSE && h->stmt && l->client)
+        sy__link_stmt_forget(l->client->proxy, l, h->stmt);
+}
+
 static void pop(sy_link *l)
 {
     l->q_head = (l->q_head + 1) % l->q_cap;
@@ -316,9 +325,11 @@ static int handle_message(sy_link *l, const char *msg, size_t total)
         if (h->kind == SY_X_QUERY || h->kind == SY_X_SYNC)
             return 0;
         /* The server skips everything up to Sync: so do the replies the
-         * proxy would have made there. */
-        while ((h = head(l)) != NULL && h->kind != SY_X_SYNC)
+         * proxy would have made there, and Parses there never happened. */
+        while ((h = head(l)) != NULL && h->kind != SY_X_SYNC) {
+            pop_failed(l);
             pop(l);
+        }
         return 0;
     case SY_PG_PARSE_COMPLETE:
     case SY_PG_BIND_COMPLETE:

@@ -937,7 +937,7 @@ function Bed:spawn(cmd, out)
     if not ok then os.execute("kill -9 " .. pid .. " 2>/dev/null") end
     os.remove(base .. ".pid")
   end
-  self.relays[n] = proc
+  self.relays[n] = child
   return child
 end
 
