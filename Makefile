@@ -57,6 +57,7 @@ lint:
 
 demo: deps all
 	@SWITCHYARD_BUILD=$(BUILD) luajit examples/demo.lua
+	@SWITCHYARD_BUILD=$(BUILD) luajit examples/demo_proxy.lua
 
 bench-core: deps all benches
 	@SWITCHYARD_BUILD=$(BUILD) sh bench/core.sh

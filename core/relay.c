@@ -166,11 +166,41 @@ static int deallocate_target(sy_client *c, const char *sql, size_t len,
     return sy__client_stmt_find(c, name, n) ? 1 : 0;
 }
 
+/* Whether the statement starts with a word the proxy may answer itself
+ * (SET, RESET, DEALLOCATE, DISCARD): a cheap test before the real ones,
+ * since nearly every query is something else. */
+static int may_be_local(const char *sql, size_t len)
+{
+    size_t i = 0;
+    for (;;) {
+        while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
+            i++;
+        if (i + 1 < len && sql[i] == '-' && sql[i + 1] == '-') {
+            while (i < len && sql[i] != '\n')
+                i++;
+        } else if (i + 1 < len && sql[i] == '/' && sql[i + 1] == '*') {
+            const char *end = memmem(sql + i + 2, len - i - 2, "*/", 2);
+            i = end ? (size_t)(end - sql) + 2 : len;
+        } else {
+            break;
+        }
+    }
+    if (i >= len)
+        return 0;
+    char ch = (char)(sql[i] | 0x20);
+    if (ch == 's' || ch == 'r')
+        return len - i >= 3 && strncasecmp(sql + i, ch == 's' ? "set" : "res", 3) == 0;
+    return ch == 'd' && len - i >= 4 &&
+           (strncasecmp(sql + i, "deal", 4) == 0 || strncasecmp(sql + i, "disc", 4) == 0);
+}
+
 /* A simple query the proxy answers itself; 1 if it did, 0 if the backend
  * must run it, -1 on error. */
 static int try_local_query(sy_client *c, sy_link *l, const char *sql, size_t len)
 {
     sy_proxy *px = c->proxy;
+    if (!may_be_local(sql, len))
+        return 0;
     sy_set_stmt s;
     sy_set_kind k = sy__params_parse_set(sql, len, &s);
     if ((k == SY_SET_VALUE || k == SY_SET_RESET) && is_switchyard_var(&s) &&
@@ -516,6 +546,8 @@ static int batch_is_local(sy_client *c)
             sy_pg_span sql;
             if (sy__pg_parse_query(&m, &sql, NULL) < 0)
                 return 1; /* answered with the parse error */
+            if (!may_be_local(sql.p, sql.len))
+                return 0;
             sy_set_stmt s;
             sy_set_kind k = sy__params_parse_set(sql.p, sql.len, &s);
             if ((k == SY_SET_VALUE || k == SY_SET_RESET) && is_switchyard_var(&s) &&

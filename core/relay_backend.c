@@ -451,6 +451,7 @@ static void backend_read(sy_link *l)
         int rc = process(l, buf, (size_t)n);
         if (rc == -2)
             return;
+        int drained = (size_t)n < cap && !sy__relay_pending(l->conn->relay);
         if (rc < 0) {
             sy_client *c = l->client;
             sy__link_release(l, 1);
@@ -462,6 +463,8 @@ static void backend_read(sy_link *l)
             l->read_paused = 1;
             update_watch(l);
         }
+        if (drained)
+            break; /* a short read emptied the socket: skip the EAGAIN call */
     }
     sy_client *c = l->client;
     if (!c)

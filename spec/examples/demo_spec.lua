@@ -60,3 +60,21 @@ describe("examples/demo.lua", function()
     assert.matches("cleaned up", out, 1, true)
   end)
 end)
+
+describe("examples/demo_proxy.lua", function()
+  local root = cluster.repo_root()
+  local code, out, err
+
+  setup(function()
+    code, out, err = cluster.run("cd " .. quote(root) .. " && timeout 120 luajit examples/demo_proxy.lua")
+  end)
+
+  it("exits 0 and shows reads on replicas, writes and the transaction on the primary", function()
+    assert.are.equal(0, code, out .. err)
+    assert.matches("SELECT count%(%*%) FROM demo_items +%-> main%.replica%d", out)
+    assert.matches("INSERT INTO demo_items .- %-> main%.primary", out)
+    assert.matches("UPDATE demo_items .- %-> main%.primary", out)
+    assert.matches("current_setting%('TimeZone'%) +%-> main%.replica%d +%= Asia/Tokyo", out)
+    assert.matches("SHOW POOLS", out)
+  end)
+end)
