@@ -79,6 +79,7 @@ void sy__client_close(sy_client *c, const char *why)
             why ? why : "");
     c->state = SY_CLIENT_CLOSING;
     sy__relay_client_gone(c);
+    sy__client_auth_forget(c);
     sy_list_remove(&c->login_link);
     ev_io_stop(px->loop, &c->rio);
     ev_io_stop(px->loop, &c->wio);

@@ -10,12 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const sy_auth_entry *lookup(sy_client *c)
-{
-    sy_authfile *af = c->proxy->authfile;
-    return af ? sy__authfile_lookup(af, c->user) : NULL;
-}
-
 static void auth_failed(sy_client *c, const char *detail)
 {
     c->proxy->stats.logins_failed++;
@@ -25,34 +19,119 @@ static void auth_failed(sy_client *c, const char *detail)
                      c->user);
 }
 
-void sy__client_auth_start(sy_client *c)
+/* The password exchange, once the user's secret is known (NULL: no such
+ * user, which fails later exactly like a wrong password). */
+static void auth_begin(sy_client *c)
 {
     sy_proxy *px = c->proxy;
-    switch (px->set.auth_type) {
-    case SY_AUTH_MD5:
+    if (px->set.auth_type == SY_AUTH_MD5) {
         if (sy__md5_salt(c->md5_salt) < 0) {
             sy__client_fatal(c, "XX000", "could not generate a random salt");
             return;
         }
         sy__pg_build_auth_md5(&c->out, c->md5_salt);
-        c->auth_step = 1;
-        sy__client_flush(c);
-        return;
-    case SY_AUTH_SCRAM: {
-        const sy_auth_entry *e = lookup(c);
-        if (sy__scram_new(c->user, e ? e->secret : NULL, px->mock_key, &c->scram) < 0) {
+    } else {
+        if (sy__scram_new(c->user, c->secret, px->mock_key, &c->scram) < 0) {
             sy__client_fatal(c, "53200", "out of memory");
             return;
         }
         static const char *const mechs[] = {"SCRAM-SHA-256", NULL};
         sy__pg_build_auth_sasl(&c->out, mechs);
-        c->auth_step = 1;
-        sy__client_flush(c);
+    }
+    c->auth_step = 1;
+    sy__client_flush(c);
+}
+
+/* ------------------------------------------------------------ auth query */
+
+/* An auth query in flight; outlives its client if the client leaves. */
+typedef struct sy_auth_lookup {
+    sy_client *client; /* NULL once the client is gone */
+} sy_auth_lookup;
+
+static void lookup_done(void *data, sy_reply *r)
+{
+    sy_auth_lookup *lk = data;
+    sy_client *c = lk->client;
+    free(lk);
+    if (!c)
+        return;
+    c->lookup = NULL;
+    if (r->status != 0 || r->sqlstate) {
+        sy__log(c->proxy->engine, SY_LOG_WARN, "auth query for \"%s\" failed: %s", c->user,
+                r->message ? r->message : sy_strerror(r->status));
+        sy__client_fatal(c, "08006", "could not look up the login of user \"%s\"", c->user);
         return;
     }
-    default:
+    PGresult *res = r->nresults > 0 ? r->results[0] : NULL;
+    if (res && PQntuples(res) > 0 && !PQgetisnull(res, 0, PQnfields(res) > 1 ? 1 : 0)) {
+        /* One column (the secret) or two (name, secret), as PgBouncer's. */
+        c->secret = sy__strdup(PQgetvalue(res, 0, PQnfields(res) > 1 ? 1 : 0));
+    }
+    auth_begin(c);
+}
+
+/* Runs proxy.auth.query with $1 = the user through the engine, pinned by
+ * a hint to the primary of auth.query_cluster. */
+static void start_lookup(sy_client *c)
+{
+    sy_proxy *px = c->proxy;
+    sy_lua *lua = px->engine->lua;
+    const char *node = NULL;
+    for (int i = 0; i < lua->topo.n; i++) {
+        sy_node *n = lua->topo.nodes[i];
+        if (n->role == SY_ROLE_PRIMARY && px->set.auth_query_cluster &&
+            strcmp(n->cluster, px->set.auth_query_cluster) == 0) {
+            node = n->full_name;
+            break;
+        }
+    }
+    sy_buf sql;
+    sy__buf_init(&sql);
+    if (node)
+        sy__buf_printf(&sql, "/* sy: node=%s */ ", node);
+    sy__buf_puts(&sql, px->set.auth_query);
+    sy_auth_lookup *lk = calloc(1, sizeof *lk);
+    const char *values[1] = {c->user};
+    sy_query_args a = {.sql = sql.buf, .nparams = 1, .param_values = values,
+                       .timeout = px->set.connect + 5};
+    int rc = lk && !sql.oom ? sy_query(px->engine, &a, lookup_done, lk) : SY_ENOMEM;
+    sy__buf_free(&sql);
+    if (rc < 0) {
+        free(lk);
+        sy__client_fatal(c, "08006", "could not look up the login of user \"%s\": %s",
+                         c->user, sy_strerror(rc));
+        return;
+    }
+    lk->client = c;
+    c->lookup = lk;
+}
+
+void sy__client_auth_forget(sy_client *c)
+{
+    if (c->lookup) {
+        c->lookup->client = NULL;
+        c->lookup = NULL;
+    }
+    free(c->secret);
+    c->secret = NULL;
+}
+
+void sy__client_auth_start(sy_client *c)
+{
+    sy_proxy *px = c->proxy;
+    if (px->set.auth_type == SY_AUTH_TRUST) {
         sy__client_login_done(c);
         return;
+    }
+    const sy_auth_entry *e = px->authfile ? sy__authfile_lookup(px->authfile, c->user) : NULL;
+    if (e) {
+        c->secret = sy__strdup(e->secret);
+        auth_begin(c);
+    } else if (px->set.auth_query) {
+        start_lookup(c);
+    } else {
+        auth_begin(c);
     }
 }
 
@@ -64,9 +143,8 @@ static void md5_message(sy_client *c, const sy_pg_msg *m)
         sy__client_fatal(c, err.sqlstate, "%s", err.message);
         return;
     }
-    const sy_auth_entry *e = lookup(c);
     const char *detail = NULL;
-    int rc = sy__md5_verify(c->user, e ? e->secret : NULL, c->md5_salt, pw.p, pw.len,
+    int rc = sy__md5_verify(c->user, c->secret, c->md5_salt, pw.p, pw.len,
                             c->proxy->mock_key, &detail);
     if (rc == SY_AUTH_OK)
         sy__client_login_done(c);

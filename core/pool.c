@@ -82,7 +82,9 @@ static void fill(sy_pool *pool)
 {
     if (pool->closing || !pool->started || ev_is_active(&pool->reconnect))
         return;
-    int want = pool->set.min;
+    /* Behind the proxy the query pools serve only the auth query: no
+     * warm connections there. */
+    int want = !pool->relay && pool->node->engine->relay_mode ? 0 : pool->set.min;
     int needed = pool->n_busy + pool->n_waiting;
     if (needed > want)
         want = needed;

@@ -177,7 +177,7 @@ static int load_auth_and_tls(sy_proxy *px, const sy_proxy_settings *s,
     *tls = NULL;
     if (s->auth_file && sy__authfile_load(s->auth_file, af, err, errlen) < 0)
         return -1;
-    if (s->auth_type != SY_AUTH_TRUST && !*af) {
+    if (s->auth_type != SY_AUTH_TRUST && !*af && !s->auth_query) {
         sy__fmt(err, errlen, "proxy.auth: %s needs an auth file",
                 s->auth_type == SY_AUTH_MD5 ? "md5" : "scram-sha-256");
         return -1;

@@ -63,6 +63,8 @@ typedef struct sy_proxy_settings {
     char *tls_cert, *tls_key, *tls_ca;
     int auth_type;
     char *auth_file;
+    char *auth_query;          /* SQL with $1 = user name, or NULL */
+    char *auth_query_cluster;
     double client_idle, wait_backend, connect, idle_in_transaction, client_login;
     char *admin_database;
     char **admin_users;        /* NULL-terminated */
@@ -276,6 +278,8 @@ struct sy_client {
     char unnamed_set_value[256];
     int unnamed_is_set, portal_is_set;
     /* login */
+    char *secret;              /* the user's stored secret, NULL if unknown */
+    struct sy_auth_lookup *lookup; /* an auth query in flight */
     int auth_step;
     uint8_t md5_salt[4];
     sy_scram *scram;
@@ -311,6 +315,8 @@ void sy__client_process(sy_client *c);
  * exchange continues in sy__client_auth_message(). */
 void sy__client_auth_start(sy_client *c);
 void sy__client_auth_message(sy_client *c, const sy_pg_msg *m);
+/* The client leaves: an auth query in flight forgets it; the secret goes. */
+void sy__client_auth_forget(sy_client *c);
 /* Login succeeded: parameters, key, ReadyForQuery (maybe after the proxy
  * fetched the server's parameters: then sy__client_login_finish). */
 void sy__client_login_done(sy_client *c);

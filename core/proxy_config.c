@@ -94,6 +94,8 @@ int sy__proxy_settings_read(sy_engine *e, sy_proxy_settings *out, char *err,
     t = lua_gettop(L);
     out->auth_type = choice(L, t, "type", auth_types, SY_AUTH_TRUST);
     out->auth_file = dup_field(L, t, "file");
+    out->auth_query = dup_field(L, t, "query");
+    out->auth_query_cluster = dup_field(L, t, "query_cluster");
     lua_pop(L, 1);
 
     lua_getfield(L, p, "timeouts");
@@ -146,6 +148,8 @@ void sy__proxy_settings_free(sy_proxy_settings *s)
     free(s->tls_key);
     free(s->tls_ca);
     free(s->auth_file);
+    free(s->auth_query);
+    free(s->auth_query_cluster);
     free(s->admin_database);
     for (int i = 0; s->admin_users && s->admin_users[i]; i++)
         free(s->admin_users[i]);

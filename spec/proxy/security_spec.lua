@@ -581,6 +581,24 @@ print(json.dumps(out))
       end
     end)
 
+    it("auth.query: secrets looked up on the server (pg_authid), for SCRAM and md5 alike", function()
+      local query = "SELECT rolname, rolpassword FROM pg_authid WHERE rolname = $1 AND rolcanlogin"
+      for _, case in ipairs({ { "scram-sha-256", "sy_scram" }, { "md5", "sy_md5" } }) do
+        local px = start(('auth = { type = %q, query = %q }'):format(case[1], query), function(p)
+          return psql(p.port, { user = case[2], password = PW[case[2]] })
+        end)
+        local ok, out, err = psql(px.port, { user = case[2], password = PW[case[2]], sql = "SELECT 'looked up'" })
+        assert.is_true(ok, err .. px_text(px))
+        assert.are.equal("looked up", out)
+        local r = node(px.port, { user = case[2], password = "wrong" })
+        assert.are.equal("28P01", r.code, cjson.encode(r))
+        r = node(px.port, { user = "sy_nobody", password = "wrong" })
+        assert.are.equal("28P01", r.code, cjson.encode(r))
+        assert.are.equal('password authentication failed for user "sy_nobody"', r.message)
+        px.stop()
+      end
+    end)
+
     it("the admin console checks the password, then admin.users", function()
       local ok, out, err = psql(px_scram.port, { user = "sy_scram", password = PW.sy_scram, db = "switchyard",
         sql = "SHOW STATS" })
