@@ -77,8 +77,10 @@ void sy__client_close(sy_client *c, const char *why)
     sy_proxy *px = c->proxy;
     sy__log(px->engine, SY_LOG_DEBUG, "client %u (%s) closed: %s", c->pid, c->peer,
             why ? why : "");
-    c->state = SY_CLIENT_CLOSING;
+    /* Before the state changes: a client waiting for a backend must leave
+     * the pool's wait queue (its waiter lives in this memory). */
     sy__relay_client_gone(c);
+    c->state = SY_CLIENT_CLOSING;
     sy__client_auth_forget(c);
     sy_list_remove(&c->login_link);
     ev_io_stop(px->loop, &c->rio);

@@ -9,7 +9,9 @@
  *                    buffers, timers, startup, login, close
  *   client_auth.c    trust / md5 / SCRAM-SHA-256 against the auth file
  *   relay.c          transaction pooling: batches, routing, linking a
- *                    backend, the expected-response queue, release
+ *                    backend, release, cancel
+ *   relay_translate.c  client messages onto the linked backend: renaming,
+ *                    local statements, SET tracking, pinning
  *   relay_backend.c  reading a backend's messages and relaying them
  *   prepared.c       prepared statements under names the proxy owns
  *   params.c         session parameters replayed on whichever backend serves
@@ -277,6 +279,9 @@ struct sy_client {
     sy_set_stmt unnamed_set;
     char unnamed_set_value[256];
     int unnamed_is_set, portal_is_set;
+    /* SET switchyard.x sent with the extended protocol: the unnamed
+     * statement / portal is the proxy's own, answered locally. */
+    int unnamed_local, portal_local;
     /* login */
     char *secret;              /* the user's stored secret, NULL if unknown */
     struct sy_auth_lookup *lookup; /* an auth query in flight */
@@ -326,6 +331,13 @@ void sy__client_login_finish(sy_client *c);
 /* One framed client message after login; 0, or -1 when the client was
  * closed. */
 int sy__relay_client_message(sy_client *c, const sy_pg_msg *m);
+/* relay_translate.c: one client message onto linked backend l (NULL: the
+ * proxy answers it alone); 0 or -1 (out of memory). */
+int sy__relay_translate(sy_client *c, sy_link *l, const sy_pg_msg *m);
+/* A simple query the proxy answers itself (SET switchyard.x, ...). */
+int sy__relay_query_is_local(sy_client *c, const char *sql, size_t len);
+/* The transaction status the client should be told ('I', 'T', 'E'). */
+char sy__relay_status(const sy_client *c, const sy_link *l);
 /* The client goes away: unlink and release or close its backend. */
 void sy__relay_client_gone(sy_client *c);
 /* Starts a CancelRequest for c's running query (no-op when idle). */

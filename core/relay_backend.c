@@ -458,10 +458,17 @@ static void backend_read(sy_link *l)
             sy__client_close(c, "out of memory");
             return;
         }
-        if (l->client->out.len - l->client->out_off > px->set.client_buffer) {
-            /* The client reads slower than the server answers. */
-            l->read_paused = 1;
-            update_watch(l);
+        sy_client *c = l->client;
+        if (c->out.len - c->out_off > px->set.client_buffer) {
+            /* Past the client's buffer: hand it over now; if the client
+             * cannot take it, stop reading the server until it has (the
+             * client's write watcher resumes us). */
+            if (sy__client_flush(c) < 0)
+                return; /* the client is gone, and with it this link */
+            if (c->out.len - c->out_off > px->set.client_buffer) {
+                l->read_paused = 1;
+                update_watch(l);
+            }
         }
         if (drained)
             break; /* a short read emptied the socket: skip the EAGAIN call */
