@@ -196,6 +196,15 @@ static int load_auth_and_tls(sy_proxy *px, const sy_proxy_settings *s,
 
 /* ------------------------------------------------------------ lifecycle */
 
+/* proxy.timeouts.connect bounds the connects of the relay pools (the
+ * nodes' pool.connect_timeout stays for the embedded API's pools). */
+static void apply_connect_timeout(sy_proxy *px)
+{
+    sy_lua *lua = px->engine->lua;
+    for (int i = 0; i < lua->topo.n; i++)
+        lua->topo.nodes[i]->relay_pool.set.connect_timeout = px->set.connect;
+}
+
 sy_proxy *sy__proxy_new(sy_engine *e, char *err, size_t errlen)
 {
     sy_proxy *px = calloc(1, sizeof *px);
@@ -238,6 +247,7 @@ sy_proxy *sy__proxy_new(sy_engine *e, char *err, size_t errlen)
         sy__fmt(err, errlen, "proxy: nothing to listen on");
         goto fail;
     }
+    apply_connect_timeout(px);
     e->relay_mode = 1;
     e->relay_hooks = &hooks;
     e->relay_hooks_data = px;
@@ -269,6 +279,7 @@ void sy__proxy_reloaded(sy_proxy *px)
     px->tls = tls;
     sy__proxy_settings_free(&px->set);
     px->set = s;
+    apply_connect_timeout(px);
 }
 
 static void stop_listening(sy_proxy *px)
@@ -419,6 +430,8 @@ static void params_ready(sy_waiter *w, sy_conn *conn, int err)
 {
     sy_proxy *px = sy_container_of(w, sy_proxy, params_waiter);
     px->params_fetching = 0;
+    sy_node *node = px->params_node;
+    px->params_node = NULL;
     if (conn) {
         for (int i = 0; sy__server_param_names[i]; i++) {
             const char *name = sy__server_param_names[i];
@@ -441,8 +454,10 @@ static void params_ready(sy_waiter *w, sy_conn *conn, int err)
         if (conn)
             sy__client_login_finish(c);
         else
-            sy__client_fatal(c, err == SY_ETIMEOUT ? "08006" : "08006",
-                             "could not reach a server to log in: %s", sy_strerror(err));
+            sy__client_fatal(c, "08006", "could not reach node %s to log in: %s",
+                             node ? node->full_name : "?",
+                             node && node->relay_pool.last_error[0]
+                                 ? node->relay_pool.last_error : sy_strerror(err));
     }
 }
 
@@ -464,6 +479,7 @@ void sy__proxy_need_server_params(sy_proxy *px)
             break;
         }
     px->params_fetching = 1;
+    px->params_node = n;
     px->params_waiter.ready = params_ready;
     sy__pool_acquire(&n->relay_pool, &px->params_waiter, px->set.connect + 1);
 }

@@ -282,6 +282,11 @@ struct sy_client {
     /* SET switchyard.x sent with the extended protocol: the unnamed
      * statement / portal is the proxy's own, answered locally. */
     int unnamed_local, portal_local;
+    /* The last statement routing classified (the text in the batch being
+     * translated), so translation need not classify it again. */
+    const char *cls_sql;
+    size_t cls_len;
+    sy_statement cls_stmt;
     /* login */
     char *secret;              /* the user's stored secret, NULL if unknown */
     struct sy_auth_lookup *lookup; /* an auth query in flight */
@@ -336,6 +341,11 @@ int sy__relay_client_message(sy_client *c, const sy_pg_msg *m);
 int sy__relay_translate(sy_client *c, sy_link *l, const sy_pg_msg *m);
 /* A simple query the proxy answers itself (SET switchyard.x, ...). */
 int sy__relay_query_is_local(sy_client *c, const char *sql, size_t len);
+/* Classifies sql (with the config's write functions).  remember: keep the
+ * result for one later call with the same text at the same address (the
+ * batch's statement, classified to route, then to translate). */
+void sy__relay_classify(sy_client *c, const char *sql, size_t len, sy_statement *out,
+                        int remember);
 /* The transaction status the client should be told ('I', 'T', 'E'). */
 char sy__relay_status(const sy_client *c, const sy_link *l);
 /* The client goes away: unlink and release or close its backend. */
@@ -404,6 +414,7 @@ struct sy_proxy {
     int have_server_params;
     sy_list login_waiters;     /* clients in LOGIN_WAIT */
     sy_waiter params_waiter;
+    sy_node *params_node;      /* the node asked (borrowed while fetching) */
     int params_fetching;
     char *scratch;             /* one read buffer shared by every socket */
     size_t scratch_cap;

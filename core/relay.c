@@ -72,11 +72,27 @@ typedef struct batch_route {
     int nparams;
 } batch_route;
 
+void sy__relay_classify(sy_client *c, const char *sql, size_t len, sy_statement *out,
+                        int remember)
+{
+    if (c->cls_sql == sql && c->cls_len == len && sql) {
+        *out = c->cls_stmt;
+        c->cls_sql = NULL; /* once: the buffer may hold other text later */
+        return;
+    }
+    sy_classify(sql, len, (const char *const *)c->proxy->engine->lua->set.write_functions,
+                out);
+    if (remember) {
+        c->cls_stmt = *out;
+        c->cls_sql = sql;
+        c->cls_len = len;
+    }
+}
+
 static void consider(sy_client *c, batch_route *r, const char *sql, size_t len)
 {
     sy_statement st;
-    sy_classify(sql, len,
-                (const char *const *)c->proxy->engine->lua->set.write_functions, &st);
+    sy__relay_classify(c, sql, len, &st, 1);
     if (!r->sql || (r->stmt.kind == SY_KIND_READ && st.kind != SY_KIND_READ &&
                     !(r->stmt.flags & SY_STMT_MULTI))) {
         r->sql = sql;
@@ -179,6 +195,7 @@ static int fail_batch(sy_client *c, const char *sqlstate, const char *message)
         sy__pg_build_ready(&b, sy__relay_status(c, NULL));
     int rc = sy__buf_append(&c->out, b.buf, b.len);
     sy__buf_free(&b);
+    c->cls_sql = NULL;
     sy__buf_reset(&c->batch);
     c->batch_ready = 0;
     c->state = SY_CLIENT_IDLE;
@@ -193,6 +210,7 @@ static int translate_batch(sy_client *c, sy_link *l)
     int rc = 0;
     while (rc == 0 && next_msg(&c->batch, &pos, &m))
         rc = sy__relay_translate(c, l, &m);
+    c->cls_sql = NULL;
     sy__buf_reset(&c->batch);
     c->batch_ready = 0;
     return rc;

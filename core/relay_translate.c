@@ -310,10 +310,10 @@ static int first_word_is(const char *sql, const sy_statement *st, const char *w)
  *      completes and replayed on later backends
  *   2  session-only state (LISTEN, WITH HOLD cursors, temporary tables,
  *      session advisory locks, PREPARE, SET ROLE, ...): pin the client */
-static int session_effect(const char *sql, size_t len, sy_set_stmt *set)
+static int session_effect(sy_client *c, const char *sql, size_t len, sy_set_stmt *set)
 {
     sy_statement st;
-    sy_classify(sql, len, NULL, &st);
+    sy__relay_classify(c, sql, len, &st, 0);
     if (st.flags & (SY_STMT_TEMP_TABLE | SY_STMT_ADVISORY_LOCK))
         return 2;
     if (st.kind != SY_KIND_SESSION)
@@ -405,7 +405,7 @@ static int translate_parse(sy_client *c, sy_link *l, const sy_pg_msg *m)
                                                  : reply_simple(c, l, SY_PG_PARSE_COMPLETE);
     }
     sy_set_stmt set;
-    int effect = session_effect(p.query.p, p.query.len, &set);
+    int effect = session_effect(c, p.query.p, p.query.len, &set);
     if (effect == 2 || (effect == 1 && p.name.len > 0))
         pin(c, p.query.p, p.query.len); /* named SETs are rare: not tracked */
     if (p.name.len == 0) {
@@ -511,7 +511,7 @@ static int translate_query(sy_client *c, sy_link *l, const sy_pg_msg *m)
     if (local != 0)
         return local < 0 ? -1 : 0;
     sy_set_stmt set;
-    int effect = session_effect(sql.p, sql.len, &set);
+    int effect = session_effect(c, sql.p, sql.len, &set);
     if (effect == 2)
         pin(c, sql.p, sql.len);
     if (forward(l, m, 0) < 0)

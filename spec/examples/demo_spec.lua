@@ -5,6 +5,13 @@ local cluster = require("support.cluster")
 
 local quote = cluster.quote
 
+-- Under SANITIZE=1 the sanitized library (loaded through the FFI by the
+-- support modules) needs its runtimes preloaded.
+local function preload_env()
+  local preload = os.getenv("SY_SANITIZER_PRELOAD")
+  return preload and ("LD_PRELOAD=" .. quote(preload) .. " ") or ""
+end
+
 describe("examples/demo.lua", function()
   local root = cluster.repo_root()
   local code, out, err, seconds
@@ -13,10 +20,8 @@ describe("examples/demo.lua", function()
     local t0 = cluster.now()
     -- SWITCHYARD_BUILD (and SWITCHYARD_LIB, when set) pass through the
     -- environment, as `make demo` passes them.
-    -- Under SANITIZE=1 the sanitized library needs its runtimes preloaded.
-    local preload = os.getenv("SY_SANITIZER_PRELOAD")
-    local env = preload and ("LD_PRELOAD=" .. quote(preload) .. " ") or ""
-    code, out, err = cluster.run("cd " .. quote(root) .. " && " .. env .. "timeout 120 luajit examples/demo.lua")
+    code, out, err = cluster.run("cd " .. quote(root) .. " && " .. preload_env()
+      .. "timeout 120 luajit examples/demo.lua")
     seconds = cluster.now() - t0
   end)
 
@@ -66,7 +71,8 @@ describe("examples/demo_proxy.lua", function()
   local code, out, err
 
   setup(function()
-    code, out, err = cluster.run("cd " .. quote(root) .. " && timeout 120 luajit examples/demo_proxy.lua")
+    code, out, err = cluster.run("cd " .. quote(root) .. " && " .. preload_env()
+      .. "timeout 120 luajit examples/demo_proxy.lua")
   end)
 
   it("exits 0 and shows reads on replicas, writes and the transaction on the primary", function()
