@@ -120,6 +120,7 @@ void sy__client_fatal(sy_client *c, const char *sqlstate, const char *fmt, ...)
     send_error(c, "FATAL", sqlstate, fmt, ap);
     va_end(ap);
     sy__relay_client_gone(c);
+    sy_list_remove(&c->login_link);
     c->state = SY_CLIENT_CLOSING;
     ev_io_stop(c->proxy->loop, &c->rio);
     sy__client_flush(c);
@@ -219,22 +220,7 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
         return;
     if (c->linked && c->out.len - c->out_off < c->proxy->set.client_buffer / 2)
         sy__link_resume(c->linked);
-    if (!CLOSED(c) && c->read_paused && c->out.len == c->out_off) {
-        c->read_paused = 0;
-        ev_io_start(c->proxy->loop, &c->rio);
-        sy__client_process(c);
-    }
-}
-
-void sy__client_pause_reading(sy_client *c, int paused)
-{
-    if (CLOSED(c))
-        return;
-    c->read_paused = paused;
-    if (paused)
-        ev_io_stop(c->proxy->loop, &c->rio);
-    else
-        ev_io_start(c->proxy->loop, &c->rio);
+    sy__client_update_reading(c);
 }
 
 /* ------------------------------------------------------------ timer */
@@ -256,7 +242,10 @@ void sy__client_arm_timer(sy_client *c)
         t = px->set.client_idle;
         break;
     case SY_CLIENT_LINKED:
-        if (c->linked && c->linked->q_len == 0 && c->linked->tx_status != 'I')
+        /* Idle in a transaction, or in an unsynced pipeline (a portal a
+         * Flush left open): the backend is the client's until it moves. */
+        if (c->linked && c->linked->q_len == 0 &&
+            (c->linked->tx_status != 'I' || !c->linked->synced))
             t = px->set.idle_in_transaction;
         break;
     default:
@@ -355,6 +344,9 @@ static int parse_options(sy_client *c, const char *s)
         } else if (e - s > 2 && s[0] == '-' && s[1] == '-') {
             if (add_startup_option(c, s + 2, (size_t)(e - s - 2)) < 0)
                 return -1;
+        } else {
+            sy__client_fatal(c, "42601", "invalid option in the options startup parameter");
+            return -1;
         }
         s = e;
     }
@@ -373,8 +365,11 @@ static int handle_startup_params(sy_client *c, const sy_pg_startup *st)
             free(c->database);
             c->database = strndup(v.p, v.len);
         } else if (strcmp(k.p, "options") == 0) {
-            if (parse_options(c, v.p) < 0)
+            if (parse_options(c, v.p) < 0) {
+                if (c->state != SY_CLIENT_CLOSING)
+                    sy__client_fatal(c, "42704", "unrecognized configuration parameter in options");
                 return -1;
+            }
         } else if (strcmp(k.p, "replication") == 0) {
             if (strcmp(v.p, "false") != 0 && strcmp(v.p, "0") != 0 &&
                 strcmp(v.p, "off") != 0 && strcmp(v.p, "no") != 0) {
@@ -383,7 +378,13 @@ static int handle_startup_params(sy_client *c, const sy_pg_startup *st)
                 return -1;
             }
         } else if (strncmp(k.p, "_pq_.", 5) != 0) {
-            if (sy__params_set_literal(&c->startup_params, k.p, v.p) < 0)
+            int rc = sy__params_set_literal(&c->startup_params, k.p, v.p);
+            if (rc == -2) {
+                sy__client_fatal(c, "42704", "unrecognized configuration parameter \"%.64s\"",
+                                 k.p);
+                return -1;
+            }
+            if (rc < 0)
                 return -1;
         }
     }
@@ -583,6 +584,7 @@ void sy__client_process(sy_client *c)
         return;
     sy__client_arm_timer(c);
     trim_buffers(c);
+    sy__client_update_reading(c);
 }
 
 /* Reads everything the transport has (with TLS, also what OpenSSL
@@ -591,7 +593,10 @@ static void read_available(sy_client *c)
 {
     sy_proxy *px = c->proxy;
     char *buf = sy__proxy_scratch(px);
-    for (;;) {
+    /* A chunk at a time, each processed before the next is read, so a
+     * client sending faster than its backend (or itself) reads is paused
+     * (sy__client_update_reading) rather than buffered without bound. */
+    while (!CLOSED(c) && !c->read_paused) {
         ptrdiff_t n = transport_read(c, buf, px->scratch_cap);
         if (n == -1)
             break;
@@ -607,12 +612,42 @@ static void read_available(sy_client *c)
             sy__client_close(c, "out of memory");
             return;
         }
-        if (!c->tls || sy__tls_pending(c->tls) == 0) {
-            if ((size_t)n < px->scratch_cap)
-                break;
-        }
+        sy__client_process(c);
+        if ((size_t)n < px->scratch_cap && (!c->tls || sy__tls_pending(c->tls) == 0))
+            break;
     }
-    sy__client_process(c);
+}
+
+/* Reading stops while the client's output or its backend's input is past
+ * client_buffer, while input waits unprocessed (for a backend or the login)
+ * past client_buffer, or while its batch is past max_message; it starts
+ * again when they drained.  Otherwise input holds at most one incomplete
+ * message, which max_message bounds. */
+static int input_blocked(const sy_client *c)
+{
+    const sy_proxy_settings *s = &c->proxy->set;
+    const sy_link *l = c->linked;
+    int waiting = c->state == SY_CLIENT_WAITING || c->state == SY_CLIENT_LOGIN_WAIT;
+    return c->out.len - c->out_off > s->client_buffer ||
+           (l && l->out.len - l->out_off > s->client_buffer) ||
+           (waiting && c->in.len - c->in_off > s->client_buffer) ||
+           c->batch.len > s->max_message;
+}
+
+void sy__client_update_reading(sy_client *c)
+{
+    if (CLOSED(c) || c->state == SY_CLIENT_CLOSING)
+        return;
+    int blocked = input_blocked(c);
+    if (blocked && !c->read_paused) {
+        c->read_paused = 1;
+        ev_io_stop(c->proxy->loop, &c->rio);
+    } else if (!blocked && c->read_paused) {
+        c->read_paused = 0;
+        ev_io_start(c->proxy->loop, &c->rio);
+        if (c->in.len > c->in_off)
+            sy__client_process(c);
+    }
 }
 
 static void read_cb(struct ev_loop *loop, ev_io *w, int revents)

@@ -49,9 +49,34 @@ static int find(const sy_params *p, const char *name, size_t len)
     return -1;
 }
 
+int sy__params_name_ok(const char *name, size_t len)
+{
+    /* identifier or identifier.identifier: what SET accepts unquoted, and
+     * nothing that could end the statement it is pasted into. */
+    int parts = 0;
+    size_t i = 0;
+    while (i < len) {
+        if (!(isalpha((unsigned char)name[i]) || name[i] == '_'))
+            return 0;
+        while (i < len && (isalnum((unsigned char)name[i]) || name[i] == '_' || name[i] == '$'))
+            i++;
+        parts++;
+        if (i < len) {
+            if (name[i] != '.' || parts > 1)
+                return 0;
+            i++;
+            if (i == len)
+                return 0;
+        }
+    }
+    return parts > 0 && len < 64;
+}
+
 int sy__params_set(sy_params *p, const char *name, size_t name_len,
                    const char *value, size_t value_len)
 {
+    if (!sy__params_name_ok(name, name_len))
+        return -2;
     int i = find(p, name, name_len);
     if (i >= 0) {
         p->fingerprint -= param_hash(p->v[i].name, p->v[i].value);
@@ -131,8 +156,17 @@ int sy__params_copy(sy_params *dst, const sy_params *src)
 
 int sy__params_diff_sql(const sy_params *have, const sy_params *want, sy_buf *sql)
 {
-    if (have->fingerprint == want->fingerprint && have->n == want->n)
-        return 0;
+    /* Equal fingerprints say "probably equal"; a crafted set could collide,
+     * so the quick exit is taken only after an exact comparison. */
+    if (have->fingerprint == want->fingerprint && have->n == want->n) {
+        int same = 1;
+        for (int i = 0; i < want->n && same; i++) {
+            const char *cur = sy__params_get(have, want->v[i].name);
+            same = cur && strcmp(cur, want->v[i].value) == 0;
+        }
+        if (same)
+            return 0;
+    }
     int n = 0;
     for (int i = 0; i < want->n; i++) {
         const char *cur = sy__params_get(have, want->v[i].name);
@@ -148,6 +182,28 @@ int sy__params_diff_sql(const sy_params *have, const sy_params *want, sy_buf *sq
         n++;
     }
     return n;
+}
+
+sy_tracked_set *sy__tracked_set_new(const sy_set_stmt *s)
+{
+    sy_tracked_set *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->kind = s->kind;
+    memcpy(t->name, s->name, sizeof t->name);
+    if (s->kind == SY_SET_VALUE && !(t->value = strndup(s->value, s->value_len))) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void sy__tracked_set_free(sy_tracked_set *t)
+{
+    if (!t)
+        return;
+    free(t->value);
+    free(t);
 }
 
 /* ------------------------------------------------------------ SET parsing */
@@ -299,7 +355,11 @@ sy_set_kind sy__params_parse_set(const char *sql, size_t len, sy_set_stmt *out)
         skip_space(&lx);
         if (lx.p != lx.end)
             out->kind = SY_SET_UNTRACKED;
-    } else if (memchr(out->value, ';', out->value_len)) {
+    } else if (memchr(out->value, ';', out->value_len) ||
+               memmem(out->value, out->value_len, "--", 2) ||
+               memmem(out->value, out->value_len, "/*", 2) || out->value_len >= 255) {
+        /* Replayed as written after SET name TO: nothing that could end or
+         * comment out the statement, nothing longer than the link keeps. */
         out->kind = SY_SET_UNTRACKED;
     }
     return out->kind;

@@ -146,21 +146,46 @@ static void link_stmt_free(sy_proxy *px, sy_link *l, sy_link_stmt *ls)
     free(ls);
 }
 
-int sy__link_stmt_add(sy_proxy *px, sy_link *l, sy_stmt *st, sy_buf *out)
+static sy_link_stmt *cache_insert(sy_link *l, sy_stmt *st)
 {
     sy_link_stmt *ls = calloc(1, sizeof *ls);
     if (!ls)
-        return -1;
+        return NULL;
     ls->stmt = st;
     st->refs++;
     HASH_ADD_PTR(l->stmts, stmt, ls);
     sy_list_insert_head(&l->stmt_lru, &ls->lru);
     l->nstmts++;
+    return ls;
+}
+
+/* The last queued entry takes a reference to st. */
+static void entry_holds(sy_link *l, sy_stmt *st)
+{
+    l->q[(l->q_head + l->q_len - 1) % l->q_cap].stmt = st;
+    st->refs++;
+}
+
+void sy__link_stmt_restore(sy_proxy *px, sy_link *l, sy_stmt *st)
+{
+    (void)px;
+    sy_link_stmt *ls = NULL;
+    HASH_FIND_PTR(l->stmts, &st, ls);
+    if (!ls)
+        cache_insert(l, st); /* out of memory: it is re-prepared, 42P05 */
+}
+
+int sy__link_stmt_add(sy_proxy *px, sy_link *l, sy_stmt *st, sy_buf *out)
+{
+    sy_link_stmt *ls = cache_insert(l, st);
+    if (!ls)
+        return -1;
     while (l->nstmts > px->set.max_prepared && l->stmt_lru.prev != &ls->lru) {
         sy_link_stmt *old = sy_container_of(l->stmt_lru.prev, sy_link_stmt, lru);
         if (sy__pg_build_close(out, 'S', old->stmt->server_name) < 0 ||
             sy__link_expect(l, SY_X_CLOSE, SY_XF_SKIP) < 0)
             return -1;
+        entry_holds(l, old->stmt);
         px->stats.evictions++;
         link_stmt_free(px, l, old);
     }
@@ -182,7 +207,7 @@ int sy__link_prepare(sy_proxy *px, sy_link *l, sy_stmt *st, int skip)
                            st->nparams, st->types) < 0 ||
         sy__link_expect(l, SY_X_PARSE, skip ? SY_XF_SKIP : 0) < 0)
         return -1;
-    l->q[(l->q_head + l->q_len - 1) % l->q_cap].stmt = st;
+    entry_holds(l, st);
     return sy__link_stmt_add(px, l, st, &l->out);
 }
 

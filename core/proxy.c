@@ -11,6 +11,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -299,14 +300,13 @@ static void stop_listening(sy_proxy *px)
 void sy__proxy_close_all(sy_proxy *px)
 {
     stop_listening(px);
-    sy_list *l = px->clients.next;
-    while (l != &px->clients) {
-        sy_list *next = l->next;
-        sy_client *c = sy_container_of(l, sy_client, link);
+    /* From the head each time: closing one client can hand its backend to
+     * another, which may leave the list in the same call. */
+    while (!sy_list_empty(&px->clients)) {
+        sy_client *c = sy_container_of(px->clients.next, sy_client, link);
         sy__client_fatal(c, "57P01", "terminating connection due to administrator command");
         if (c->fd >= 0)
             sy__client_close(c, "proxy stopping");
-        l = next;
     }
 }
 
@@ -330,15 +330,22 @@ static void drain_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
         check_drained(px);
         return;
     }
-    /* Every tick: idle clients go now; clients in a transaction once it ends. */
-    sy_list *l = px->clients.next;
-    while (l != &px->clients) {
-        sy_list *next = l->next;
-        sy_client *c = sy_container_of(l, sy_client, link);
-        if (c->state != SY_CLIENT_LINKED && c->state != SY_CLIENT_WAITING &&
-            c->state != SY_CLIENT_CLOSING)
-            sy__client_fatal(c, "57P01", "terminating connection due to administrator command");
-        l = next;
+    /* Every tick: idle clients go now; clients in a transaction once it
+     * ends.  Restart from the head after each: closing a client can change
+     * the list under the walk. */
+    int again = 1;
+    while (again) {
+        again = 0;
+        for (sy_list *l = px->clients.next; l != &px->clients; l = l->next) {
+            sy_client *c = sy_container_of(l, sy_client, link);
+            if (c->state != SY_CLIENT_LINKED && c->state != SY_CLIENT_WAITING &&
+                c->state != SY_CLIENT_CLOSING) {
+                sy__client_fatal(c, "57P01",
+                                 "terminating connection due to administrator command");
+                again = 1;
+                break;
+            }
+        }
     }
     check_drained(px);
 }
@@ -401,7 +408,9 @@ void sy__proxy_register_client(sy_proxy *px, sy_client *c)
             c->pid = px->next_pid++;
         HASH_FIND(hh_key, px->by_pid, &c->pid, sizeof c->pid, other);
     } while (other);
-    c->key = (uint32_t)sy__rand_next(&px->rand_state);
+    /* Unpredictable: a key another client could guess cancels its queries. */
+    if (RAND_bytes((unsigned char *)&c->key, sizeof c->key) != 1)
+        c->key = (uint32_t)sy__rand_next(&px->rand_state) ^ (uint32_t)sy__monotonic();
     HASH_ADD(hh_key, px->by_pid, pid, sizeof c->pid, c);
     c->registered = 1;
 }

@@ -101,7 +101,10 @@ typedef struct sy_params {
 void sy__params_init(sy_params *p);
 void sy__params_free(sy_params *p);
 int sy__params_copy(sy_params *dst, const sy_params *src);
-/* Sets (value NULL: removes) a parameter.  0 or -1 on ENOMEM. */
+/* 1 when name is an identifier or identifier.identifier (< 64 bytes). */
+int sy__params_name_ok(const char *name, size_t len);
+/* Sets (value NULL: removes) a parameter.  0, -1 on ENOMEM, -2 for a name
+ * sy__params_name_ok refuses. */
 int sy__params_set(sy_params *p, const char *name, size_t name_len,
                    const char *value, size_t value_len);
 /* A plain string value, quoted as a literal. */
@@ -177,6 +180,8 @@ int sy__link_stmt_has(sy_link *l, sy_stmt *st);
 int sy__link_stmt_add(sy_proxy *px, sy_link *l, sy_stmt *st, sy_buf *out);
 /* The server refused (or skipped) the Parse of st: not prepared there. */
 void sy__link_stmt_forget(sy_proxy *px, sy_link *l, sy_stmt *st);
+/* The server skipped the Close that evicted st: still prepared there. */
+void sy__link_stmt_restore(sy_proxy *px, sy_link *l, sy_stmt *st);
 /* Appends a Parse of st under its proxy name to l->out, expecting its
  * ParseComplete (skipped when skip), and records it in the cache. */
 int sy__link_prepare(sy_proxy *px, sy_link *l, sy_stmt *st, int skip);
@@ -193,21 +198,37 @@ typedef enum sy_expect_kind {
 
 enum {
     SY_XF_SKIP = 1,         /* the reply is not the client's: drop it */
-    SY_XF_SKIP_ERRORS = 2,  /* ...and its errors too (params replay) */
-    SY_XF_SET = 4           /* completes the link's pending SET */
+    SY_XF_SKIP_ERRORS = 2,  /* ...and its errors too */
+    SY_XF_REPLAY = 4        /* the session-parameter replay: if it fails,
+                               the backend's state is unknown */
 };
+
+/* A client SET / RESET on its way: owned by its expected-reply entry until
+ * its CommandComplete, then staged on the link until the transaction it
+ * ran in commits (or dropped when it rolls back). */
+typedef struct sy_tracked_set {
+    sy_set_kind kind;
+    char name[64];
+    char *value;              /* owned; NULL for RESET / RESET ALL */
+} sy_tracked_set;
+
+sy_tracked_set *sy__tracked_set_new(const sy_set_stmt *s);
+void sy__tracked_set_free(sy_tracked_set *t);
 
 typedef struct sy_expect {
     uint8_t kind;
     uint8_t flags;
     uint32_t fake_off, fake_len;  /* SY_X_FAKE: bytes in link->fakes */
-    sy_stmt *stmt;                /* SY_X_PARSE of a proxy-named statement:
-                                     not prepared after all if it fails */
+    sy_tracked_set *set;          /* owned: completes a client SET / RESET */
+    sy_stmt *stmt;                /* a reference, for SY_X_PARSE (not prepared
+                                     after all if it fails) and SY_X_CLOSE of
+                                     an eviction (still prepared if skipped) */
 } sy_expect;
 
 /* The proxy's state of one backend connection (conn->proxy_state). */
 struct sy_link {
     sy_conn *conn;
+    sy_proxy *proxy;
     sy_client *client;        /* linked client, or NULL when pooled */
     sy_buf out;               /* bytes for the backend not yet written */
     size_t out_off;
@@ -226,10 +247,12 @@ struct sy_link {
     sy_link_stmt *stmts;      /* uthash by stmt */
     sy_list stmt_lru;         /* most recent at head */
     int nstmts;
-    sy_set_stmt pending_set;  /* a client SET waiting for its CommandComplete */
-    char pending_set_value[256];
-    int has_pending_set;
+    sy_tracked_set **staged;  /* completed SETs of the open transaction */
+    int nstaged, staged_cap;
+    int tx_failed;            /* an error since the last ReadyForQuery 'I' */
+    int tx_rolled_back;       /* a ROLLBACK since then */
     sy_relay_cancel *cancel;  /* a CancelRequest in flight, or NULL */
+    sy_node *held_node;       /* released with the connection after it */
     int release_after_cancel;
 };
 
@@ -318,7 +341,8 @@ void sy__client_error(sy_client *c, const char *sqlstate, const char *fmt, ...)
 int sy__client_flush(sy_client *c);
 /* Re-arms the client's timer for its current state. */
 void sy__client_arm_timer(sy_client *c);
-void sy__client_pause_reading(sy_client *c, int paused);
+/* Stops or restarts reading the client as its buffers fill and drain. */
+void sy__client_update_reading(sy_client *c);
 /* Processes buffered input (after a pause or a backend was linked). */
 void sy__client_process(sy_client *c);
 /* client_auth.c: starts authentication after the startup packet; the
@@ -339,6 +363,12 @@ int sy__relay_client_message(sy_client *c, const sy_pg_msg *m);
 /* relay_translate.c: one client message onto linked backend l (NULL: the
  * proxy answers it alone); 0 or -1 (out of memory). */
 int sy__relay_translate(sy_client *c, sy_link *l, const sy_pg_msg *m);
+/* An ERROR the proxy makes for one message, in its place in the reply
+ * stream; the backend's transaction fails with it, as PostgreSQL's would.
+ * extended: the rest of the batch is skipped up to Sync; otherwise a
+ * ReadyForQuery follows.  0 or -1 (out of memory). */
+int sy__relay_refuse(sy_client *c, sy_link *l, int extended, const char *sqlstate,
+                     const char *message);
 /* A simple query the proxy answers itself (SET switchyard.x, ...). */
 int sy__relay_query_is_local(sy_client *c, const char *sql, size_t len);
 /* Classifies sql (with the config's write functions).  remember: keep the

@@ -189,8 +189,10 @@ static int fail_batch(sy_client *c, const char *sqlstate, const char *message)
     while (next_msg(&c->batch, &pos, &m))
         if (m.type == SY_PG_SYNC || m.type == SY_PG_QUERY)
             readies++;
+    /* A batch that ended with Flush is answered up to the error; the rest
+     * of it, up to the client's Sync, is skipped as PostgreSQL would. */
     if (readies == 0)
-        readies = 1;
+        c->in_error_skip = 1;
     while (readies-- > 0)
         sy__pg_build_ready(&b, sy__relay_status(c, NULL));
     int rc = sy__buf_append(&c->out, b.buf, b.len);
@@ -280,7 +282,7 @@ static int link_client(sy_client *c, sy_conn *conn)
     if (n > 0) {
         rc = sy__pg_build_query(&l->out, sql.buf, sql.len);
         if (rc == 0)
-            rc = sy__link_expect(l, SY_X_QUERY, SY_XF_SKIP | SY_XF_SKIP_ERRORS);
+            rc = sy__link_expect(l, SY_X_QUERY, SY_XF_SKIP | SY_XF_SKIP_ERRORS | SY_XF_REPLAY);
         if (rc == 0)
             rc = sy__params_copy(&l->params, &c->params);
     }
@@ -365,8 +367,8 @@ void sy__relay_client_gone(sy_client *c)
         return;
     /* A backend in a transaction, owing replies or carrying the client's
      * session state is not fit for anyone else. */
-    int dirty = l->q_len > 0 || l->tx_status != 'I' || c->sticky ||
-                l->out.len > l->out_off;
+    int dirty = l->q_len > 0 || l->tx_status != 'I' || !l->synced || c->sticky ||
+                c->in_error_skip || l->out.len > l->out_off;
     sy__link_release(l, dirty);
 }
 
@@ -395,11 +397,14 @@ int sy__relay_client_message(sy_client *c, const sy_pg_msg *m)
         return 0;
     }
     switch (m->type) {
-    case SY_PG_FUNCTION_CALL:
-        sy__client_error(c, "0A000",
-                         "the function call protocol message is not supported by "
-                         "switchyard; call the function with SELECT instead");
+    case SY_PG_FUNCTION_CALL: {
+        static const char msg[] = "the function call protocol message is not supported by "
+                                  "switchyard; call the function with SELECT instead";
+        if (c->linked)
+            return sy__relay_refuse(c, c->linked, 0, "0A000", msg);
+        sy__client_error(c, "0A000", "%s", msg);
         return 0;
+    }
     case SY_PG_COPY_DATA:
     case SY_PG_COPY_DONE:
     case SY_PG_COPY_FAIL:

@@ -19,10 +19,11 @@
 #define STREAM_THRESHOLD 8192
 
 static void backend_read(sy_link *l);
+static void clear_queue(sy_link *l);
+static void drop_staged(sy_link *l);
 
 sy_link *sy__link_of(sy_proxy *px, sy_conn *conn)
 {
-    (void)px;
     if (conn->proxy_state)
         return conn->proxy_state;
     sy_link *l = calloc(1, sizeof *l);
@@ -35,6 +36,7 @@ sy_link *sy__link_of(sy_proxy *px, sy_conn *conn)
         return NULL;
     }
     l->conn = conn;
+    l->proxy = px;
     l->tx_status = 'I';
     l->synced = 1;
     sy__buf_init(&l->out);
@@ -68,7 +70,10 @@ void sy__link_closed(void *data, sy_conn *conn)
         sy__relay_cancel_abort(l->cancel);
         free(l->cancel);
     }
+    clear_queue(l);
     sy__link_stmt_clear(px, l);
+    drop_staged(l);
+    free(l->staged);
     sy__params_free(&l->params);
     sy__buf_free(&l->out);
     sy__buf_free(&l->in);
@@ -89,12 +94,53 @@ static sy_expect *head(sy_link *l)
 static void pop_failed(sy_link *l)
 {
     sy_expect *h = &l->q[l->q_head];
-    if (h->kind == SY_X_PARSE && h->stmt && l->client)
-        sy__link_stmt_forget(l->client->proxy, l, h->stmt);
+    if (!h->stmt)
+        return;
+    if (h->kind == SY_X_PARSE)
+        sy__link_stmt_forget(l->proxy, l, h->stmt);
+    else if (h->kind == SY_X_CLOSE) /* the eviction did not happen */
+        sy__link_stmt_restore(l->proxy, l, h->stmt);
+}
+
+/* CopyInResponse to an Execute: the server ignores the Syncs sent behind
+ * it until the copy ends (the client sends its own after CopyDone), so
+ * they get no reply and leave the queue. */
+static void drop_syncs_after_head(sy_link *l)
+{
+    unsigned kept = 1;
+    for (unsigned i = 1; i < l->q_len; i++) {
+        sy_expect e = l->q[(l->q_head + i) % l->q_cap];
+        if (e.kind == SY_X_SYNC) {
+            sy__stmt_unref(l->proxy, e.stmt);
+            sy__tracked_set_free(e.set);
+            continue;
+        }
+        l->q[(l->q_head + kept) % l->q_cap] = e;
+        kept++;
+    }
+    l->q_len = kept;
+}
+
+/* Drops what every queued entry holds (statement references). */
+static void clear_queue(sy_link *l)
+{
+    for (unsigned i = 0; i < l->q_len; i++) {
+        sy_expect *e = &l->q[(l->q_head + i) % l->q_cap];
+        sy__stmt_unref(l->proxy, e->stmt);
+        e->stmt = NULL;
+        sy__tracked_set_free(e->set);
+        e->set = NULL;
+    }
+    l->q_head = l->q_len = 0;
 }
 
 static void pop(sy_link *l)
 {
+    sy_expect *h = &l->q[l->q_head];
+    sy__stmt_unref(l->proxy, h->stmt);
+    h->stmt = NULL;
+    sy__tracked_set_free(h->set);
+    h->set = NULL;
     l->q_head = (l->q_head + 1) % l->q_cap;
     if (--l->q_len == 0) {
         l->q_head = 0;
@@ -157,26 +203,31 @@ static int emit_fakes(sy_link *l)
 void sy__link_release(sy_link *l, int broken)
 {
     sy_client *c = l->client;
+    /* The client's node reference is dropped after the connection went
+     * back: the last reference closes the node's pools, this connection
+     * (and so this link) included. */
+    sy_node *node = l->held_node;
+    l->held_node = NULL;
     if (c) {
         c->linked = NULL;
         l->client = NULL;
-        if (c->node) {
-            sy__node_unref(c->node);
-            c->node = NULL;
-        }
+        node = c->node;
+        c->node = NULL;
     }
     if (l->cancel && !broken) {
         /* The cancel must reach the server before anyone else's query. */
         l->release_after_cancel = 1;
+        l->held_node = node;
         return;
     }
     sy_conn *conn = l->conn;
     if (!broken) {
         sy__buf_reset(&l->in);
         l->pass_remaining = 0;
-        l->q_head = l->q_len = 0;
+        clear_queue(l);
         sy__buf_reset(&l->fakes);
-        l->has_pending_set = 0;
+        drop_staged(l);
+        l->tx_failed = l->tx_rolled_back = 0;
         l->synced = 1;
         if (l->out.cap > 65536) {
             sy__buf_free(&l->out);
@@ -188,7 +239,8 @@ void sy__link_release(sy_link *l, int broken)
         l->write_blocked = 0;
         sy__conn_set_watch(conn, EV_READ);
     }
-    sy__pool_release(conn->pool, conn, broken);
+    sy__pool_release(conn->pool, conn, broken); /* may free l */
+    sy__node_unref(node);
 }
 
 static void backend_lost(sy_link *l, const char *why)
@@ -239,6 +291,8 @@ int sy__link_flush(sy_link *l)
     if (l->write_blocked) {
         l->write_blocked = 0;
         update_watch(l);
+        if (l->client)
+            sy__client_update_reading(l->client); /* it may have been paused */
     }
     return 0;
 }
@@ -276,22 +330,57 @@ static void record_parameter(sy_link *l, const char *msg, size_t total)
     sy__params_set_literal(&l->params, name.p, value.p);
 }
 
-/* A client SET / RESET completed: it holds for the session. */
-static void apply_pending_set(sy_link *l)
+/* A client SET / RESET took effect on the backend (client and backend
+ * alike now have it). */
+static void apply_set(sy_link *l, const sy_tracked_set *t)
 {
     sy_client *c = l->client;
-    sy_set_stmt *s = &l->pending_set;
-    l->has_pending_set = 0;
-    if (s->kind == SY_SET_VALUE) {
-        sy__params_set(&c->params, s->name, strlen(s->name), s->value, s->value_len);
-        sy__params_set(&l->params, s->name, strlen(s->name), s->value, s->value_len);
-    } else if (s->kind == SY_SET_RESET) {
-        sy__params_set(&c->params, s->name, strlen(s->name), NULL, 0);
-        sy__params_set(&l->params, s->name, strlen(s->name), NULL, 0);
-    } else if (s->kind == SY_SET_RESET_ALL) {
+    size_t nl = strlen(t->name);
+    if (t->kind == SY_SET_VALUE) {
+        sy__params_set(&c->params, t->name, nl, t->value, strlen(t->value));
+        sy__params_set(&l->params, t->name, nl, t->value, strlen(t->value));
+    } else if (t->kind == SY_SET_RESET) {
+        sy__params_set(&c->params, t->name, nl, NULL, 0);
+        sy__params_set(&l->params, t->name, nl, NULL, 0);
+    } else if (t->kind == SY_SET_RESET_ALL) {
         sy__params_copy(&c->params, &c->startup_params);
         sy__params_free(&l->params);
     }
+}
+
+static void drop_staged(sy_link *l)
+{
+    for (int i = 0; i < l->nstaged; i++)
+        sy__tracked_set_free(l->staged[i]);
+    l->nstaged = 0;
+}
+
+/* A SET's CommandComplete: staged until its transaction's outcome. */
+static void stage_set(sy_link *l, sy_expect *h)
+{
+    if (l->nstaged == l->staged_cap) {
+        int cap = l->staged_cap ? l->staged_cap * 2 : 4;
+        sy_tracked_set **v = realloc(l->staged, (size_t)cap * sizeof *v);
+        if (!v)
+            return; /* dropped: the next backend may not get this SET */
+        l->staged = v;
+        l->staged_cap = cap;
+    }
+    l->staged[l->nstaged++] = h->set;
+    h->set = NULL;
+}
+
+/* ReadyForQuery: at 'I' the transaction (explicit, or the implicit one of
+ * a pipeline) is over: its SETs hold if it committed. */
+static void transaction_outcome(sy_link *l, char status)
+{
+    if (status != 'I')
+        return;
+    if (!l->tx_failed && !l->tx_rolled_back && l->client)
+        for (int i = 0; i < l->nstaged; i++)
+            apply_set(l, l->staged[i]);
+    drop_staged(l);
+    l->tx_failed = l->tx_rolled_back = 0;
 }
 
 static int relay_out(sy_link *l, const char *p, size_t n)
@@ -307,8 +396,10 @@ static int handle_message(sy_link *l, const char *msg, size_t total)
     int skip = h && (h->flags & SY_XF_SKIP);
     switch (type) {
     case SY_PG_READY:
-        if (total >= 6)
+        if (total >= 6) {
             l->tx_status = msg[5];
+            transaction_outcome(l, l->tx_status);
+        }
         l->synced = l->q_len <= 1;
         if (!skip && relay_out(l, msg, total) < 0)
             return -1;
@@ -318,10 +409,23 @@ static int handle_message(sy_link *l, const char *msg, size_t total)
     case SY_PG_ERROR_RESPONSE:
         if (!(h && (h->flags & SY_XF_SKIP_ERRORS)) && relay_out(l, msg, total) < 0)
             return -1;
+        if (!(h && (h->flags & SY_XF_SKIP_ERRORS)))
+            l->tx_failed = 1;
+        if (h && (h->flags & SY_XF_REPLAY)) {
+            /* Some SET of the replay failed (a bad startup value...): what
+             * this backend now has is unknown, so it is not reused. */
+            sy_pg_msg em = {.type = type, .len = (uint32_t)(total - 1),
+                            .payload = msg + 5, .payload_len = total - 5, .total = total};
+            sy_pg_span why = {"", 0};
+            sy__pg_find_field(&em, 'M', &why);
+            sy__log(l->proxy->engine, SY_LOG_WARN,
+                    "node %s: session parameters of client %u not applied: %.*s",
+                    l->conn->pool->node->full_name, l->client ? l->client->pid : 0,
+                    (int)why.len, why.p);
+            l->conn->tainted = 1;
+        }
         if (!h)
             return 0;
-        if (h->flags & SY_XF_SET)
-            l->has_pending_set = 0;
         if (h->kind == SY_X_QUERY || h->kind == SY_X_SYNC)
             return 0;
         /* The server skips everything up to Sync: so do the replies the
@@ -351,8 +455,10 @@ static int handle_message(sy_link *l, const char *msg, size_t total)
     case SY_PG_COMMAND_COMPLETE:
         if (!skip && relay_out(l, msg, total) < 0)
             return -1;
-        if (h && (h->flags & SY_XF_SET) && l->has_pending_set)
-            apply_pending_set(l);
+        if (h && h->set)
+            stage_set(l, h);
+        if (total >= 14 && memcmp(msg + 5, "ROLLBACK", 8) == 0)
+            l->tx_rolled_back = 1;
         if (h && h->kind == SY_X_EXECUTE) {
             pop(l);
             return emit_fakes(l);
@@ -370,6 +476,10 @@ static int handle_message(sy_link *l, const char *msg, size_t total)
     case SY_PG_PARAMETER_STATUS:
         record_parameter(l, msg, total);
         return relay_out(l, msg, total);
+    case 'G': /* CopyInResponse */
+        if (h && h->kind == SY_X_EXECUTE)
+            drop_syncs_after_head(l);
+        return skip ? 0 : relay_out(l, msg, total);
     default:
         return skip ? 0 : relay_out(l, msg, total);
     }

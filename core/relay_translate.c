@@ -53,8 +53,8 @@ static int reply_command(sy_client *c, sy_link *l, const char *tag, int ready)
 
 /* An ERROR the proxy makes for one statement of a batch.  In the extended
  * protocol the rest of the batch is dropped up to Sync, as PostgreSQL does. */
-static int reply_error(sy_client *c, sy_link *l, int extended, const char *sqlstate,
-                       const char *message)
+int sy__relay_refuse(sy_client *c, sy_link *l, int extended, const char *sqlstate,
+                     const char *message)
 {
     sy_buf b;
     sy__buf_init(&b);
@@ -221,11 +221,18 @@ static local_kind local_query_kind(sy_client *c, sy_link *l, const char *sql, si
     if (k == SY_SET_VALUE || k == SY_SET_RESET)
         return is_switchyard_var(set) && px->set.switchyard_variables ? LOCAL_VARIABLE
                                                                       : LOCAL_NO;
-    if (px->set.max_prepared == 0 || c->sticky)
+    if (px->set.max_prepared == 0)
         return LOCAL_NO;
     int d = deallocate_target(c, sql, len, name, cap);
-    if (d)
-        return d == 2 ? LOCAL_DEALLOCATE_ALL : LOCAL_DEALLOCATE;
+    if (d == 1)
+        return LOCAL_DEALLOCATE; /* a protocol-level name: the proxy's */
+    /* A pinned client may have SQL-level statements and state on its
+     * backend: DEALLOCATE ALL and DISCARD ALL go there (see
+     * forget_prepared). */
+    if (c->sticky)
+        return LOCAL_NO;
+    if (d == 2)
+        return LOCAL_DEALLOCATE_ALL;
     if (words_are(sql, len, "discard", "all") && sy__relay_status(c, l) == 'I')
         return LOCAL_DISCARD_ALL;
     return LOCAL_NO;
@@ -353,11 +360,16 @@ static void pin(sy_client *c, const char *sql, size_t len)
             (int)(len > 60 ? 60 : len), sql);
 }
 
-/* A tracked SET goes out: its CommandComplete makes it the session's. */
-static void expect_set(sy_link *l, const sy_set_stmt *s)
+/* Expects the reply to a tracked SET / RESET: the entry owns a copy. */
+static int expect_set(sy_link *l, uint8_t kind, const sy_set_stmt *s)
 {
-    keep_set(&l->pending_set, l->pending_set_value, sizeof l->pending_set_value, s);
-    l->has_pending_set = 1;
+    sy_tracked_set *t = sy__tracked_set_new(s);
+    if (!t || sy__link_expect(l, kind, 0) < 0) {
+        sy__tracked_set_free(t);
+        return -1;
+    }
+    l->q[(l->q_head + l->q_len - 1) % l->q_cap].set = t;
+    return 0;
 }
 
 /* ------------------------------------------------------------ translation */
@@ -385,7 +397,7 @@ static int unknown_statement(sy_client *c, sy_link *l, const sy_pg_span *name)
     char msg[200];
     sy__fmt(msg, sizeof msg, "prepared statement \"%.*s\" does not exist",
             (int)(name->len > 100 ? 100 : name->len), name->p);
-    return reply_error(c, l, 1, "26000", msg);
+    return sy__relay_refuse(c, l, 1, "26000", msg);
 }
 
 static int translate_parse(sy_client *c, sy_link *l, const sy_pg_msg *m)
@@ -394,7 +406,7 @@ static int translate_parse(sy_client *c, sy_link *l, const sy_pg_msg *m)
     sy_pg_parse p;
     sy_pg_error err;
     if (sy__pg_parse_parse(m, &p, &err) < 0)
-        return reply_error(c, l, 1, err.sqlstate, err.message);
+        return sy__relay_refuse(c, l, 1, err.sqlstate, err.message);
     if (p.name.len == 0) {
         sy_set_stmt s;
         char name[8];
@@ -438,7 +450,7 @@ static int translate_bind(sy_client *c, sy_link *l, const sy_pg_msg *m)
     sy_pg_bind b;
     sy_pg_error err;
     if (sy__pg_parse_bind(m, &b, &err) < 0)
-        return reply_error(c, l, 1, err.sqlstate, err.message);
+        return sy__relay_refuse(c, l, 1, err.sqlstate, err.message);
     if (b.portal.len == 0)
         c->portal_is_set = b.statement.len == 0 && c->unnamed_is_set;
     if (b.statement.len == 0 && c->unnamed_local) {
@@ -465,7 +477,7 @@ static int translate_describe(sy_client *c, sy_link *l, const sy_pg_msg *m)
     sy_pg_target t;
     sy_pg_error err;
     if (sy__pg_parse_describe(m, &t, &err) < 0)
-        return reply_error(c, l, 1, err.sqlstate, err.message);
+        return sy__relay_refuse(c, l, 1, err.sqlstate, err.message);
     if (t.name.len == 0 && (t.kind == 'S' ? c->unnamed_local : c->portal_local)) {
         /* No parameters, no rows. */
         static const char no_params[] = {'t', 0, 0, 0, 6, 0, 0};
@@ -490,7 +502,7 @@ static int translate_close(sy_client *c, sy_link *l, const sy_pg_msg *m)
     sy_pg_target t;
     sy_pg_error err;
     if (sy__pg_parse_close(m, &t, &err) < 0)
-        return reply_error(c, l, 1, err.sqlstate, err.message);
+        return sy__relay_refuse(c, l, 1, err.sqlstate, err.message);
     if (t.kind == 'S' && t.name.len > 0 && c->proxy->set.max_prepared > 0) {
         /* The backend keeps it (cached for other clients). */
         sy__client_stmt_drop(c, t.name.p, t.name.len);
@@ -506,7 +518,7 @@ static int translate_query(sy_client *c, sy_link *l, const sy_pg_msg *m)
     sy_pg_span sql;
     sy_pg_error err;
     if (sy__pg_parse_query(m, &sql, &err) < 0)
-        return reply_error(c, l, 0, err.sqlstate, err.message);
+        return sy__relay_refuse(c, l, 0, err.sqlstate, err.message);
     int local = try_local_query(c, l, sql.p, sql.len);
     if (local != 0)
         return local < 0 ? -1 : 0;
@@ -514,11 +526,21 @@ static int translate_query(sy_client *c, sy_link *l, const sy_pg_msg *m)
     int effect = session_effect(c, sql.p, sql.len, &set);
     if (effect == 2)
         pin(c, sql.p, sql.len);
+    if (c->sticky && may_be_local(sql.p, sql.len)) {
+        /* DEALLOCATE ALL / DISCARD ALL on a pinned backend drop the
+         * statements the proxy prepared there too. */
+        char name[8];
+        if (deallocate_target(c, sql.p, sql.len, name, sizeof name) == 2 ||
+            words_are(sql.p, sql.len, "discard", "all")) {
+            sy__client_stmt_clear(c);
+            sy__link_stmt_clear(c->proxy, l);
+        }
+    }
     if (forward(l, m, 0) < 0)
         return -1;
     if (effect == 1)
-        expect_set(l, &set);
-    return sy__link_expect(l, SY_X_QUERY, effect == 1 ? SY_XF_SET : 0);
+        return expect_set(l, SY_X_QUERY, &set);
+    return sy__link_expect(l, SY_X_QUERY, 0);
 }
 
 /* One client message onto linked backend l (NULL: a batch the proxy
@@ -549,8 +571,8 @@ int sy__relay_translate(sy_client *c, sy_link *l, const sy_pg_msg *m)
         if (forward(l, m, 0) < 0)
             return -1;
         if (set)
-            expect_set(l, &c->unnamed_set);
-        return sy__link_expect(l, SY_X_EXECUTE, set ? SY_XF_SET : 0);
+            return expect_set(l, SY_X_EXECUTE, &c->unnamed_set);
+        return sy__link_expect(l, SY_X_EXECUTE, 0);
     }
     case SY_PG_CLOSE:
         return translate_close(c, l, m);

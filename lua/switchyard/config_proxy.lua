@@ -44,7 +44,8 @@
 --       },
 --       admin = {                 -- the admin console (SHOW NODES, RELOAD, ...)
 --         database = "switchyard",-- the virtual database that reaches it
---         users = {},             -- array of user names allowed to use it
+--         users = {},             -- array of user names allowed to use it (empty:
+--                                 --   nobody; the console can drain every node)
 --       },
 --       prepared_statements = {
 --         max_per_backend = 256,  -- client statements cached per backend

@@ -99,6 +99,26 @@ const c = new Client({ host: '127.0.0.1', port: +process.argv[1], user: 'postgre
     assert.matches("LINE 1: SELECT nosuchcolumn FROM uniq", err)
   end)
 
+  it("examples/configs/proxy.lua passes `switchyard check` and serves psql", function()
+    local root = cluster.repo_root()
+    local example = root .. "/examples/configs/proxy.lua"
+    local port = cluster.free_port()
+    local env = ("SY_PRIMARY_PORT=%d SY_REPLICA1_PORT=%d SY_REPLICA2_PORT=%d SY_PROXY_LISTEN=127.0.0.1:%d ")
+      :format(c.primary.port, c.replicas[1].port, c.replicas[1].port, port)
+    local code, out = cluster.run(env .. quote(cluster.build_dir() .. "/switchyard") .. " check " .. quote(example))
+    assert.are.equal(0, code, out)
+    local started = bed:spawn(env .. quote(cluster.build_dir() .. "/switchyard") .. " -c " .. quote(example),
+      bed.dir .. "/example_proxy.log")
+    local conninfo = ("host=127.0.0.1 port=%d dbname=postgres user=postgres sslmode=disable"):format(port)
+    local ok, got
+    cluster.wait_for(function()
+      ok, got = psql_via(conninfo, "SELECT 'example ' || pg_is_in_recovery()")
+      return ok
+    end, 15, "the example proxy")
+    started.stop()
+    assert.are.equal("example true", got)
+  end)
+
   it("answers GSSENCRequest with N and carries on with the startup", function()
     local ok, out, err = psql_via(px.conninfo("gssencmode=prefer"), "SELECT 1")
     assert.is_true(ok, err)

@@ -19,7 +19,9 @@ function M.start(bed, opts)
   local port = opts.port or cluster.free_port()
   local dir = E.tmpdir()
   local listen = opts.listen or ("%q"):format("127.0.0.1:" .. port)
-  local section = ("proxy = { listen = { %s }%s },"):format(listen,
+  -- The admin console is closed unless users are named; the specs log in
+  -- as postgres (a spec's own admin = {...} comes later and wins).
+  local section = ("proxy = { listen = { %s }, admin = { users = { \"postgres\" } }%s },"):format(listen,
     opts.proxy and (", " .. opts.proxy) or "")
   local config = E.write_config(bed, {
     path = dir .. "/proxy_config.lua",
