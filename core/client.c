@@ -161,21 +161,26 @@ static ptrdiff_t transport_write(sy_client *c, const char *buf, size_t len)
     return n;
 }
 
-/* Idle clients keep no buffers: 5000 of them must fit in a few MB. */
+/* Idle clients keep no large buffers (5000 of them must fit in a few MB);
+ * small ones stay, so a busy client does not reallocate every transaction. */
+#define KEEP_BUFFER 4096
+
+static void trim_buffer(sy_buf *b, size_t *off)
+{
+    if (b->len == *off && b->cap > KEEP_BUFFER) {
+        sy__buf_free(b);
+        *off = 0;
+    }
+}
+
 static void trim_buffers(sy_client *c)
 {
     if (c->state != SY_CLIENT_IDLE)
         return;
-    if (c->in.len == c->in_off) {
-        sy__buf_free(&c->in);
-        c->in_off = 0;
-    }
-    if (c->out.len == c->out_off) {
-        sy__buf_free(&c->out);
-        c->out_off = 0;
-    }
-    if (c->batch.len == 0)
-        sy__buf_free(&c->batch);
+    size_t none = 0;
+    trim_buffer(&c->in, &c->in_off);
+    trim_buffer(&c->out, &c->out_off);
+    trim_buffer(&c->batch, &none);
 }
 
 int sy__client_flush(sy_client *c)

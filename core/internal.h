@@ -318,6 +318,7 @@ struct sy_lua {
     double budget_started;
     unsigned rr;             /* round robin for {cluster=, role=} targets */
     int in_hook_call;        /* inside on_event: do not recurse */
+    const struct sy_route_input *current_input; /* during a decision only */
 };
 
 /* Loads config and policy into a fresh state.  previous: the serving state
@@ -341,7 +342,8 @@ typedef struct sy_route {
 } sy_route;
 
 /* Inputs to a routing decision besides the statement itself. */
-typedef struct sy_route_input {
+typedef struct sy_route_input sy_route_input;
+struct sy_route_input {
     const char *sql;
     size_t sql_len;
     const sy_statement *stmt;
@@ -352,7 +354,7 @@ typedef struct sy_route_input {
     int in_tx;
     sy_node *failed_node;    /* set when retrying a read */
     sy_buf *trace;           /* dry run: filled with a short trace; or NULL */
-} sy_route_input;
+};
 
 void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out);
 /* sy__lua_route on the engine's state, timing a sample of the decisions
@@ -375,6 +377,8 @@ const char *sy__lua_field_string(lua_State *L, int t, const char *k);
 int sy__lua_field_bool(lua_State *L, int t, const char *k, int dflt);
 /* Gives every node table the metatable that reads live figures. */
 void sy__lua_install_node_metatable(sy_lua *lua);
+/* Gives q the metatable that makes q.sql and q.params on first read. */
+void sy__lua_install_q_metatable(sy_lua *lua);
 
 /* ------------------------------------------------------------ requests */
 

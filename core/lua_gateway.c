@@ -442,6 +442,7 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
         goto fail;
     lua_pop(L, 1);
     sy__lua_install_node_metatable(lua);
+    sy__lua_install_q_metatable(lua);
 
     policy_phase = 1;
     lua_getfield(L, runtime, "selftest");

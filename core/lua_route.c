@@ -264,11 +264,46 @@ void sy__lua_forget_session(sy_lua *lua, sy_session *s)
     lua_pop(L, 1);
 }
 
+/* q.sql and q.params are made when the policy first reads them in a
+ * decision (most never do): a Lua string of every statement's text would
+ * be the largest part of a decision's cost and of the garbage it leaves. */
+static int q_index(lua_State *L)
+{
+    sy_lua *lua = lua_touserdata(L, lua_upvalueindex(1));
+    const sy_route_input *in = lua->current_input;
+    const char *k = lua_tostring(L, 2);
+    if (!in || !k)
+        return 0;
+    if (strcmp(k, "sql") == 0)
+        lua_pushlstring(L, in->sql, in->sql_len);
+    else if (strcmp(k, "params") == 0)
+        push_params(lua, in);
+    else
+        return 0;
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1); /* the rest of this decision reads the field itself */
+    return 1;
+}
+
+void sy__lua_install_q_metatable(sy_lua *lua)
+{
+    lua_State *L = lua->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_q);
+    lua_createtable(L, 0, 1);
+    lua_pushlightuserdata(L, lua);
+    lua_pushcclosure(L, q_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
+    lua_pop(L, 1);
+}
+
 static void fill_q(sy_lua *lua, int q, const sy_route_input *in)
 {
     lua_State *L = lua->L;
     const sy_statement *st = in->stmt;
-    lua_pushlstring(L, in->sql, in->sql_len);
+    lua->current_input = in;
+    lua_pushnil(L);
     lua_setfield(L, q, "sql");
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_kind[st->kind]);
     lua_setfield(L, q, "kind");
@@ -280,7 +315,7 @@ static void fill_q(sy_lua *lua, int q, const sy_route_input *in)
     lua_setfield(L, q, "hints");
     push_schemas(lua, in->sql, st);
     lua_setfield(L, q, "schemas");
-    push_params(lua, in);
+    lua_pushnil(L);
     lua_setfield(L, q, "params");
     push_session(lua, in->session);
     lua_setfield(L, q, "session");
@@ -389,7 +424,9 @@ void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out)
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_route);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_q);
     fill_q(lua, lua_gettop(L), in);
-    if (sy__lua_pcall(lua, 1, 3, 1, out->message, sizeof out->message) < 0) {
+    int rc = sy__lua_pcall(lua, 1, 3, 1, out->message, sizeof out->message);
+    lua->current_input = NULL;
+    if (rc < 0) {
         out->failed = 1;
         lua_settop(L, top);
         return;
