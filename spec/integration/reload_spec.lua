@@ -84,6 +84,18 @@ describe("hot reload", function()
     end
 
     while completed < n do
+      -- Reloads seen so far first: a second reload of the previous file (the
+      -- watcher and SIGHUP both fire) must be taken for that file, not for
+      -- the one written next.
+      local ok_events = #eng:events_of("reload_ok")
+      if ok_events > seen_reloads then
+        -- the swap happened: every query submitted from now on must follow it
+        -- (the watcher and SIGHUP may both reload the same file: each swap
+        -- loads the latest complete file, written atomically by rename)
+        seen_reloads = ok_events
+        expected = last_written
+        pending_target = nil
+      end
       -- every 1000 queries: change the policy, by file edit or by SIGHUP
       if pending_target == nil and reloads_requested < 10 and submitted >= (reloads_requested + 1) * 900 then
         reloads_requested = reloads_requested + 1
@@ -93,15 +105,6 @@ describe("hot reload", function()
         if reloads_requested % 2 == 0 then
           ffi.C.kill(ffi.C.getpid(), SIGHUP)
         end
-      end
-      local ok_events = #eng:events_of("reload_ok")
-      if ok_events > seen_reloads then
-        -- the swap happened: every query submitted from now on must follow it
-        -- (the watcher and SIGHUP may both reload the same file: each swap
-        -- loads the latest complete file, written atomically by rename)
-        seen_reloads = ok_events
-        expected = last_written
-        pending_target = nil
       end
       while submitted < n and submitted - completed < concurrency do submit() end
       eng:turn()
@@ -121,7 +124,9 @@ describe("hot reload", function()
     assert.is_true(before >= 11, "loads=" .. before)
     write(policy_path, policy_source("main.replica1", "shared"))
     assert.are.equal(0, (eng:reload()))
-    assert.are.equal(before + 1, loads())
+    -- The file watcher may reload the same edit once more.
+    local after = loads()
+    assert.is_true(after == before + 1 or after == before + 2, ("loads %d -> %d"):format(before, after))
   end)
 
   it("refuses a broken policy, names file and line, and keeps serving", function()
