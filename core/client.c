@@ -63,6 +63,7 @@ static void free_client(sy_client *c)
     sy__params_free(&c->startup_params);
     sy__params_free(&c->params);
     sy__client_stmt_clear(c);
+    sy__tracked_set_free(c->unnamed_set);
     sy__scram_free(c->scram);
     sy_session_free(c->session);
     free(c->user);

@@ -198,6 +198,16 @@ sy_tracked_set *sy__tracked_set_new(const sy_set_stmt *s)
     return t;
 }
 
+sy_tracked_set *sy__tracked_set_dup(const sy_tracked_set *t)
+{
+    if (!t)
+        return NULL;
+    sy_set_stmt s = {.kind = t->kind, .value = t->value,
+                     .value_len = t->value ? strlen(t->value) : 0};
+    memcpy(s.name, t->name, sizeof s.name);
+    return sy__tracked_set_new(&s);
+}
+
 void sy__tracked_set_free(sy_tracked_set *t)
 {
     if (!t)

@@ -212,7 +212,9 @@ typedef struct sy_tracked_set {
     char *value;              /* owned; NULL for RESET / RESET ALL */
 } sy_tracked_set;
 
+/* A copy the caller owns (NULL in, or out of memory: NULL). */
 sy_tracked_set *sy__tracked_set_new(const sy_set_stmt *s);
+sy_tracked_set *sy__tracked_set_dup(const sy_tracked_set *t);
 void sy__tracked_set_free(sy_tracked_set *t);
 
 typedef struct sy_expect {
@@ -287,7 +289,6 @@ struct sy_client {
     sy_buf out;                /* for the client, not yet written */
     size_t out_off;
     sy_buf batch;              /* messages waiting for a backend */
-    int batch_ready;           /* batch ends with Sync / Query / Flush */
     int read_paused;
     int in_process;            /* inside sy__client_process: no re-entry */
     int registered;            /* in proxy->by_pid */
@@ -299,9 +300,8 @@ struct sy_client {
     sy_client_stmt *stmts;     /* uthash by name */
     /* A tracked SET sent with the extended protocol: the unnamed statement
      * holds one, then the unnamed portal bound to it. */
-    sy_set_stmt unnamed_set;
-    char unnamed_set_value[256];
-    int unnamed_is_set, portal_is_set;
+    sy_tracked_set *unnamed_set;  /* owned, or NULL */
+    int portal_is_set;
     /* SET switchyard.x sent with the extended protocol: the unnamed
      * statement / portal is the proxy's own, answered locally. */
     int unnamed_local, portal_local;
@@ -324,7 +324,6 @@ struct sy_client {
     int in_error_skip;         /* a local error: drop until Sync */
     char tx_status;            /* what the client was last told */
     uint64_t queries, transactions;
-    double wait_started;
 };
 
 /* client.c */
@@ -451,7 +450,7 @@ struct sy_proxy {
     const char **route_values; /* Bind parameters for the policy */
     int *route_lengths;
     int route_cap;
-    int draining, stopping;
+    int draining;
     ev_timer drain_timer;
     double drain_deadline;
     void (*stopped)(void *data);

@@ -199,7 +199,6 @@ static int fail_batch(sy_client *c, const char *sqlstate, const char *message)
     sy__buf_free(&b);
     c->cls_sql = NULL;
     sy__buf_reset(&c->batch);
-    c->batch_ready = 0;
     c->state = SY_CLIENT_IDLE;
     return rc < 0 || sy__client_flush(c) < 0 ? -1 : 0;
 }
@@ -214,7 +213,6 @@ static int translate_batch(sy_client *c, sy_link *l)
         rc = sy__relay_translate(c, l, &m);
     c->cls_sql = NULL;
     sy__buf_reset(&c->batch);
-    c->batch_ready = 0;
     return rc;
 }
 
@@ -259,7 +257,6 @@ static int dispatch_batch(sy_client *c)
     c->node = route.node;
     sy__node_ref(c->node);
     c->state = SY_CLIENT_WAITING;
-    c->wait_started = ev_now(px->loop);
     c->waiter.ready = waiter_ready;
     sy__pool_acquire(&c->node->relay_pool, &c->waiter, px->set.wait_backend);
     return 0;
@@ -397,14 +394,10 @@ int sy__relay_client_message(sy_client *c, const sy_pg_msg *m)
         return 0;
     }
     switch (m->type) {
-    case SY_PG_FUNCTION_CALL: {
-        static const char msg[] = "the function call protocol message is not supported by "
-                                  "switchyard; call the function with SELECT instead";
-        if (c->linked)
-            return sy__relay_refuse(c, c->linked, 0, "0A000", msg);
-        sy__client_error(c, "0A000", "%s", msg);
-        return 0;
-    }
+    case SY_PG_FUNCTION_CALL:
+        return sy__relay_refuse(c, c->linked, 0, "0A000",
+                                "the function call protocol message is not supported by "
+                                "switchyard; call the function with SELECT instead");
     case SY_PG_COPY_DATA:
     case SY_PG_COPY_DONE:
     case SY_PG_COPY_FAIL:
@@ -420,10 +413,8 @@ int sy__relay_client_message(sy_client *c, const sy_pg_msg *m)
     }
     if (sy__buf_append(&c->batch, (const char *)m->payload - 5, m->total) < 0)
         return -1;
-    if (m->type == SY_PG_SYNC || m->type == SY_PG_QUERY || m->type == SY_PG_FLUSH) {
-        c->batch_ready = 1;
+    if (m->type == SY_PG_SYNC || m->type == SY_PG_QUERY || m->type == SY_PG_FLUSH)
         return dispatch_batch(c);
-    }
     return 0;
 }
 

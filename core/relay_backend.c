@@ -318,10 +318,18 @@ static int reported_settable(const char *name)
     return 0;
 }
 
+/* A whole message of total bytes (type, length, payload) as the codec's
+ * framed view, for its parsers. */
+static sy_pg_msg framed(const char *msg, size_t total)
+{
+    sy_pg_msg m = {.type = (uint8_t)msg[0], .len = (uint32_t)(total - 1),
+                   .payload = msg + 5, .payload_len = total - 5, .total = total};
+    return m;
+}
+
 static void record_parameter(sy_link *l, const char *msg, size_t total)
 {
-    sy_pg_msg m = {.type = 'S', .len = (uint32_t)(total - 1), .payload = msg + 5,
-                   .payload_len = total - 5, .total = total};
+    sy_pg_msg m = framed(msg, total);
     sy_pg_span name, value;
     if (sy__pg_parse_parameter_status(&m, &name, &value, NULL) < 0 ||
         !reported_settable(name.p))
@@ -414,8 +422,7 @@ static int handle_message(sy_link *l, const char *msg, size_t total)
         if (h && (h->flags & SY_XF_REPLAY)) {
             /* Some SET of the replay failed (a bad startup value...): what
              * this backend now has is unknown, so it is not reused. */
-            sy_pg_msg em = {.type = type, .len = (uint32_t)(total - 1),
-                            .payload = msg + 5, .payload_len = total - 5, .total = total};
+            sy_pg_msg em = framed(msg, total);
             sy_pg_span why = {"", 0};
             sy__pg_find_field(&em, 'M', &why);
             sy__log(l->proxy->engine, SY_LOG_WARN,
@@ -543,10 +550,9 @@ static int process(sy_link *l, const char *data, size_t n)
 
 static void backend_read(sy_link *l)
 {
-    sy_proxy *px = l->client ? l->client->proxy : NULL;
-    char local[4096];
-    char *buf = px ? sy__proxy_scratch(px) : local;
-    size_t cap = px ? px->scratch_cap : sizeof local;
+    sy_proxy *px = l->proxy;
+    char *buf = sy__proxy_scratch(px);
+    size_t cap = px->scratch_cap;
     while (!l->read_paused) {
         ptrdiff_t n = sy__relay_read(l->conn->relay, buf, cap);
         if (n == SY_RELAY_WANT_READ || n == SY_RELAY_WANT_WRITE)

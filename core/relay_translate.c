@@ -274,19 +274,6 @@ static int try_local_query(sy_client *c, sy_link *l, const char *sql, size_t len
 
 /* ------------------------------------------------------------ stickiness */
 
-/* Copies a tracked SET (its value points into a message) into storage
- * that outlives the message. */
-static void keep_set(sy_set_stmt *dst, char *value_buf, size_t cap, const sy_set_stmt *s)
-{
-    *dst = *s;
-    size_t vl = s->value_len < cap - 1 ? s->value_len : cap - 1;
-    if (s->value)
-        memcpy(value_buf, s->value, vl);
-    value_buf[vl] = '\0';
-    dst->value = value_buf;
-    dst->value_len = vl;
-}
-
 /* DECLARE ... WITH HOLD: the cursor outlives its transaction. */
 static int declares_with_hold(const char *sql, size_t len)
 {
@@ -360,10 +347,9 @@ static void pin(sy_client *c, const char *sql, size_t len)
             (int)(len > 60 ? 60 : len), sql);
 }
 
-/* Expects the reply to a tracked SET / RESET: the entry owns a copy. */
-static int expect_set(sy_link *l, uint8_t kind, const sy_set_stmt *s)
+/* Expects the reply to a tracked SET / RESET; the entry takes t. */
+static int expect_set(sy_link *l, uint8_t kind, sy_tracked_set *t)
 {
-    sy_tracked_set *t = sy__tracked_set_new(s);
     if (!t || sy__link_expect(l, kind, 0) < 0) {
         sy__tracked_set_free(t);
         return -1;
@@ -421,10 +407,10 @@ static int translate_parse(sy_client *c, sy_link *l, const sy_pg_msg *m)
     if (effect == 2 || (effect == 1 && p.name.len > 0))
         pin(c, p.query.p, p.query.len); /* named SETs are rare: not tracked */
     if (p.name.len == 0) {
-        c->unnamed_is_set = effect == 1;
-        if (effect == 1)
-            keep_set(&c->unnamed_set, c->unnamed_set_value, sizeof c->unnamed_set_value,
-                     &set);
+        sy__tracked_set_free(c->unnamed_set);
+        c->unnamed_set = NULL;
+        if (effect == 1 && !(c->unnamed_set = sy__tracked_set_new(&set)))
+            return -1;
     }
     if (p.name.len == 0 || px->set.max_prepared == 0) {
         if (p.name.len)
@@ -452,7 +438,7 @@ static int translate_bind(sy_client *c, sy_link *l, const sy_pg_msg *m)
     if (sy__pg_parse_bind(m, &b, &err) < 0)
         return sy__relay_refuse(c, l, 1, err.sqlstate, err.message);
     if (b.portal.len == 0)
-        c->portal_is_set = b.statement.len == 0 && c->unnamed_is_set;
+        c->portal_is_set = b.statement.len == 0 && c->unnamed_set;
     if (b.statement.len == 0 && c->unnamed_local) {
         if (b.portal.len == 0)
             c->portal_local = 1;
@@ -539,7 +525,7 @@ static int translate_query(sy_client *c, sy_link *l, const sy_pg_msg *m)
     if (forward(l, m, 0) < 0)
         return -1;
     if (effect == 1)
-        return expect_set(l, SY_X_QUERY, &set);
+        return expect_set(l, SY_X_QUERY, sy__tracked_set_new(&set));
     return sy__link_expect(l, SY_X_QUERY, 0);
 }
 
@@ -571,7 +557,7 @@ int sy__relay_translate(sy_client *c, sy_link *l, const sy_pg_msg *m)
         if (forward(l, m, 0) < 0)
             return -1;
         if (set)
-            return expect_set(l, SY_X_EXECUTE, &c->unnamed_set);
+            return expect_set(l, SY_X_EXECUTE, sy__tracked_set_dup(c->unnamed_set));
         return sy__link_expect(l, SY_X_EXECUTE, 0);
     }
     case SY_PG_CLOSE:

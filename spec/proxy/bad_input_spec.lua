@@ -225,9 +225,8 @@ describe("bad input through the proxy", function()
     })
 
     load_out, load_stop = bed.dir .. "/load.out", bed.dir .. "/load.stop"
-    load = bed:spawn(("env PGHOST=127.0.0.1 PGPORT=%d PGUSER=postgres PGDATABASE=postgres PGSSLMODE=disable "
-      .. "SY_LOAD_STOP=%s SY_LOAD_SECONDS=%d sh -c %s"):format(px_of("main").port, quote(load_stop),
-      LOAD_RUN_SECONDS, quote(LOAD_SCRIPT)), load_out)
+    load = bed:spawn(("env %sSY_LOAD_STOP=%s SY_LOAD_SECONDS=%d sh -c %s"):format(px_of("main").env(),
+      quote(load_stop), LOAD_RUN_SECONDS, quote(LOAD_SCRIPT)), load_out)
   end)
 
   teardown(function()

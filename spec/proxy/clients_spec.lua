@@ -23,9 +23,7 @@ describe("real clients through the proxy", function()
     if bed then bed:teardown() end
   end)
 
-  local function env()
-    return ("PGHOST=127.0.0.1 PGPORT=%d PGUSER=postgres PGDATABASE=postgres PGSSLMODE=disable "):format(px.port)
-  end
+  local function env() return px.env() end
 
   -- Node queries counted by the proxy, per node name.
   local function node_queries()

@@ -7,9 +7,7 @@ local cjson = require("cjson")
 
 local quote = cluster.quote
 
-local function env(px)
-  return ("PGHOST=127.0.0.1 PGPORT=%d PGUSER=postgres PGDATABASE=postgres PGSSLMODE=disable "):format(px.port)
-end
+local function env(px) return px.env() end
 
 local function probe(px, mode, arg)
   local code, out = cluster.run(env(px) .. "/usr/bin/python3 spec/clients/session_probe.py " .. mode

@@ -162,8 +162,7 @@ describe("a reload that drops the node a transaction runs on", function()
       local dir = bed.dir .. "/hold"
       os.execute("mkdir -p " .. quote(dir) .. " && chmod 777 " .. quote(dir))
       bed:psql(c.primary, "CREATE TABLE held (v text)")
-      local env = ("PGHOST=127.0.0.1 PGPORT=%d PGUSER=postgres PGDATABASE=postgres PGSSLMODE=disable ")
-        :format(px.port)
+      local env = px.env()
       local out = dir .. "/out.json"
       os.execute(env .. "/usr/bin/python3 spec/clients/session_probe.py hold_tx " .. quote(dir)
         .. " >" .. quote(out) .. " 2>&1 &")

@@ -13,6 +13,7 @@ local M = {}
 ---   conninfo(extra)        libpq conninfo through the proxy
 ---   psql(sql, opts)        runs psql through the proxy (see Bed:try_psql)
 ---   admin(sql)             psql on the admin console
+---   env()                  "PGHOST=... PGPORT=... " to prefix a client's command
 ---   stop(signal), log_text()
 function M.start(bed, opts)
   opts = opts or {}
@@ -37,6 +38,10 @@ function M.start(bed, opts)
   function px.conninfo(extra)
     return ("host=127.0.0.1 port=%d dbname=postgres user=postgres sslmode=disable connect_timeout=5%s")
       :format(port, extra and (" " .. extra) or "")
+  end
+  function px.env()
+    return ("PGHOST=127.0.0.1 PGPORT=%d PGUSER=postgres PGDATABASE=postgres PGSSLMODE=disable ")
+      :format(port)
   end
   local target = { conninfo = px.conninfo() }
   function px.psql(sql, o) return bed:try_psql({ conninfo = (o and o.conninfo) or target.conninfo }, sql, o) end
