@@ -184,6 +184,15 @@ static void trim_buffers(sy_client *c)
     trim_buffer(&c->batch, &none);
 }
 
+/* A backend paused for this client's output reads again once the output is
+ * below half the buffer, whichever flush got it there: a link paused while
+ * the client's writer is idle would wait forever. */
+static void resume_backend(sy_client *c)
+{
+    if (c->linked && c->out.len - c->out_off < c->proxy->set.client_buffer / 2)
+        sy__link_resume(c->linked);
+}
+
 int sy__client_flush(sy_client *c)
 {
     if (CLOSED(c))
@@ -193,6 +202,7 @@ int sy__client_flush(sy_client *c)
         if (n == -1) {
             if (!ev_is_active(&c->wio))
                 ev_io_start(c->proxy->loop, &c->wio);
+            resume_backend(c);
             return 0;
         }
         if (n < 0) {
@@ -205,6 +215,7 @@ int sy__client_flush(sy_client *c)
     c->out_off = 0;
     if (ev_is_active(&c->wio))
         ev_io_stop(c->proxy->loop, &c->wio);
+    resume_backend(c);
     if (c->state == SY_CLIENT_CLOSING) {
         sy__client_close(c, "closed after an error");
         return -1;
@@ -224,8 +235,6 @@ static void write_cb(struct ev_loop *loop, ev_io *w, int revents)
     }
     if (sy__client_flush(c) < 0)
         return;
-    if (c->linked && c->out.len - c->out_off < c->proxy->set.client_buffer / 2)
-        sy__link_resume(c->linked);
     sy__client_update_reading(c);
 }
 

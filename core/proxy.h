@@ -386,7 +386,8 @@ void sy__link_io(void *data, sy_conn *conn, int revents);
 void sy__link_closed(void *data, sy_conn *conn);
 sy_link *sy__link_of(sy_proxy *px, sy_conn *conn);
 int sy__link_flush(sy_link *l);
-/* The client drained its output: read the backend again. */
+/* The client's output fell below half its buffer: read the backend again
+ * from the next loop pass (never re-entered from inside a read). */
 void sy__link_resume(sy_link *l);
 /* Queue helpers. */
 int sy__link_expect(sy_link *l, uint8_t kind, uint8_t flags);

@@ -603,7 +603,10 @@ void sy__link_resume(sy_link *l)
         return;
     l->read_paused = 0;
     update_watch(l);
-    backend_read(l);
+    /* Read on the next loop pass, not here: the caller may be inside this
+     * link's own read (its final client flush), and TLS may hold bytes the
+     * socket no longer signals. */
+    ev_feed_event(l->proxy->loop, &l->conn->io, EV_READ);
 }
 
 void sy__link_io(void *data, sy_conn *conn, int revents)
