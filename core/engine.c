@@ -128,6 +128,7 @@ int sy_engine_new(sy_engine **out, const sy_engine_options *o, char *err,
     e->watch_files = o->watch_files;
     e->handle_sighup = o->handle_sighup;
     e->rand_state = (uint64_t)(uintptr_t)e;
+    e->classify_cache = sy__classify_cache_new();
     sy_list_init(&e->sessions);
     sy__request_init_engine(e);
     ev_init(&e->stop_timer, stop_done_cb);
@@ -347,6 +348,7 @@ void sy_engine_free(sy_engine *e)
     sy__request_free_all(e);
     if (e->own_loop && e->loop)
         ev_loop_destroy(e->loop);
+    sy__classify_cache_free(e->classify_cache);
     free(e->home);
     free(e->config_path);
     free(e);

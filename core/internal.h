@@ -450,6 +450,34 @@ void sy__session_free_identity(sy_session *s);
 /* Frees a session whose owner already called sy_session_free(). */
 void sy__session_destroy(sy_session *s);
 
+/* ------------------------------------------------------------ classify_cache */
+
+#define SY_CLASSIFY_CACHE_SLOTS 256
+#define SY_CLASSIFY_CACHE_MAX_TEXT 4096 /* longer texts are read every time */
+
+struct sy_classify_slot {
+    unsigned generation; /* the sy_lua generation it was made under; 0: empty */
+    uint32_t hash;
+    uint32_t len;
+    char *sql;           /* owned copy of the text, len bytes */
+    sy_statement verdict;
+};
+
+/* Verdicts by statement text, one per engine (classify_cache.c). */
+typedef struct sy_classify_cache {
+    struct sy_classify_slot slots[SY_CLASSIFY_CACHE_SLOTS];
+    uint64_t hits, misses;
+} sy_classify_cache;
+
+/* An empty cache (NULL when out of memory: callers then classify every
+ * time); the caller owns it and frees it with sy__classify_cache_free(). */
+sy_classify_cache *sy__classify_cache_new(void);
+void sy__classify_cache_free(sy_classify_cache *cc);
+/* sy_classify() under e's current write_functions, answered from e's
+ * cache when the same text was read under the same configuration.  The
+ * verdict's spans are offsets, valid for sql. */
+void sy__classify(sy_engine *e, const char *sql, size_t len, sy_statement *out);
+
 /* ------------------------------------------------------------ engine */
 
 /* The engine's life, changed only by sy__engine_set_state(), which asserts
@@ -506,6 +534,7 @@ struct sy_engine {
 
     sy_engine_stats stats;
     uint64_t rand_state;
+    sy_classify_cache *classify_cache; /* owned; may be NULL */
 
     /* Set by the proxy before sy_engine_start(): start the nodes' relay
      * pools (not the query pools, which then open on first use). */

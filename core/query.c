@@ -165,8 +165,7 @@ int sy_query(sy_engine *e, const sy_query_args *a, sy_query_cb cb,
     req->result_format = a->result_format;
     req->timeout = a->timeout > 0 ? a->timeout : e->lua->set.query_timeout;
     req->started = ev_now(e->loop);
-    sy_classify(req->sql, req->sql_len,
-                (const char *const *)e->lua->set.write_functions, &req->stmt);
+    sy__classify(e, req->sql, req->sql_len, &req->stmt);
     if (req->session)
         req->session->inflight = req;
     e->inflight++;

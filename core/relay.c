@@ -76,12 +76,10 @@ void sy__relay_classify(sy_client *c, const char *sql, size_t len, sy_statement 
                         int remember)
 {
     if (c->cls_sql == sql && c->cls_len == len && sql) {
-        *out = c->cls_stmt;
-        c->cls_sql = NULL; /* once: the buffer may hold other text later */
+        *out = c->cls_stmt; /* valid until the batch is done (cls_sql reset) */
         return;
     }
-    sy_classify(sql, len, (const char *const *)c->proxy->engine->lua->set.write_functions,
-                out);
+    sy__classify(c->proxy->engine, sql, len, out);
     if (remember) {
         c->cls_stmt = *out;
         c->cls_sql = sql;

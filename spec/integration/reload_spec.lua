@@ -129,6 +129,27 @@ describe("hot reload", function()
     assert.is_true(after == before + 1 or after == before + 2, ("loads %d -> %d"):format(before, after))
   end)
 
+  it("reads a statement text again after a reload changes write_functions", function()
+    -- Verdicts are cached by text: a reload must not keep the old verdict.
+    bed:psql(bed.clusters.main.primary,
+      "CREATE OR REPLACE FUNCTION sy_touch() RETURNS int LANGUAGE sql AS 'SELECT inet_server_port()'")
+    bed:wait_replayed("main")
+    local function served()
+      local r = eng:query("SELECT sy_touch()")
+      assert.is_true(r.ok, r.message)
+      return ports[r.value]
+    end
+    assert.are.equal("main.replica1", served())
+    assert.are.equal("main.replica1", served())
+    local path = dir .. "/config.lua"
+    E.write_config(bed, { path = path, extra = [[ policy = "policy.lua", write_functions = { "sy_touch" }, ]] })
+    assert.are.equal(0, (eng:reload()))
+    assert.are.equal("main.primary", served())
+    E.write_config(bed, { path = path, extra = [[ policy = "policy.lua", ]] })
+    assert.are.equal(0, (eng:reload()))
+    assert.are.equal("main.replica1", served())
+  end)
+
   it("refuses a broken policy, names file and line, and keeps serving", function()
     local good = eng:query("SELECT inet_server_port()")
     assert.is_true(good.ok)
