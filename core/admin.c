@@ -58,22 +58,27 @@ static const char *u64(char *buf, size_t n, uint64_t v)
 static void show_nodes(sy_client *c)
 {
     static const char *const cols[] = {"node", "cluster", "role", "healthy",
-                                       "drained", "lag_bytes", "lag_ms", "rtt_ms",
-                                       "queries", "errors", "latency_ms", "last_error"};
+                                       "drained", "split_brain", "timeline", "lag_bytes",
+                                       "lag_ms", "rtt_ms", "queries", "errors",
+                                       "latency_ms", "last_error"};
     result r;
-    begin(&r, c, cols, 12);
-    sy_lua *lua = c->proxy->engine->lua;
-    for (int i = 0; i < lua->topo.n; i++) {
-        sy_node *n = lua->topo.nodes[i];
-        char b[6][32];
-        const char *v[12] = {
-            n->full_name, n->cluster, n->role == SY_ROLE_PRIMARY ? "primary" : "replica",
-            n->healthy ? "yes" : "no", n->forced_down ? "yes" : "no",
-            n->lag_bytes < 0 ? NULL : num(b[0], 32, n->lag_bytes),
-            n->lag_ms < 0 ? NULL : num(b[1], 32, n->lag_ms),
-            num(b[2], 32, n->health.rtt_ms), u64(b[3], 32, n->c.queries),
-            u64(b[4], 32, n->c.errors), num(b[5], 32, n->c.latency_ewma_ms),
-            n->relay_pool.last_error[0] ? n->relay_pool.last_error : NULL};
+    begin(&r, c, cols, 14);
+    sy_engine *e = c->proxy->engine;
+    for (int i = 0; i < sy_node_count(e); i++) {
+        sy_node_stats st;
+        sy_node_stats_get(e, i, &st);
+        const sy_node *n = e->lua->topo.nodes[i];
+        char b[7][32];
+        const char *err = st.last_error[0] ? st.last_error : n->relay_pool.last_error;
+        const char *v[14] = {
+            st.name, st.cluster, st.role, st.healthy ? "yes" : "no",
+            n->forced_down ? "yes" : "no", st.split_brain ? "yes" : "no",
+            st.timeline ? num(b[0], 32, st.timeline) : NULL,
+            st.lag_bytes < 0 ? NULL : num(b[1], 32, st.lag_bytes),
+            st.lag_ms < 0 ? NULL : num(b[2], 32, st.lag_ms),
+            st.rtt_ms < 0 ? NULL : num(b[3], 32, st.rtt_ms), u64(b[4], 32, st.queries),
+            u64(b[5], 32, st.errors), num(b[6], 32, st.latency_avg_ms),
+            err[0] ? err : NULL};
         row(&r, v);
     }
     finish(&r, "SHOW");

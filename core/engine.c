@@ -62,6 +62,9 @@ static const char *event_name(sy_event_type t)
     case SY_EVENT_RELOAD_FAILED: return "reload_failed";
     case SY_EVENT_POOL_EXHAUSTED: return "pool_exhausted";
     case SY_EVENT_POLICY_ERROR: return "policy_error";
+    case SY_EVENT_ROLE_CHANGED: return "role_changed";
+    case SY_EVENT_SPLIT_BRAIN: return "split_brain";
+    case SY_EVENT_SPLIT_BRAIN_RESOLVED: return "split_brain_resolved";
     }
     return "unknown";
 }

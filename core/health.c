@@ -16,16 +16,22 @@
 /* One round trip gives every figure.  Lag in ms is 0 when everything
  * received is replayed (an idle primary is not "behind"), else the age of
  * the last replayed transaction (or, when none was replayed since the
- * server started, its uptime: it is at least that far behind). */
+ * server started, its uptime: it is at least that far behind).  The
+ * timeline is the current WAL file's on a primary (pg_walfile_name() is
+ * refused during recovery) and the WAL receiver's on a replica (NULL
+ * without a receiver, or for a role that may not read it). */
 static const char poll_sql[] =
     "SELECT pg_is_in_recovery(),"
     " ((CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()"
-    "   ELSE pg_current_wal_lsn() END) - '0/0'::pg_lsn)::float8,"
+    "   ELSE pg_current_wal_insert_lsn() END) - '0/0'::pg_lsn)::float8,"
     " (CASE WHEN NOT pg_is_in_recovery() THEN 0"
     "   WHEN pg_last_wal_receive_lsn() IS NULL"
     "     OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0"
     "   ELSE EXTRACT(epoch FROM now() - COALESCE(pg_last_xact_replay_timestamp(),"
-    "     pg_postmaster_start_time())) * 1000 END)::float8";
+    "     pg_postmaster_start_time())) * 1000 END)::float8,"
+    " CASE WHEN pg_is_in_recovery()"
+    "   THEN (SELECT received_tli FROM pg_stat_wal_receiver)"
+    "   ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END";
 
 /* The poller connection's life, changed only by set_state():
  *   IDLE [-> RESOLVING] -> CONNECTING -> QUERYING -> IDLE, and any -> IDLE
@@ -176,9 +182,11 @@ static void poll_succeeded(sy_node *n, const PGresult *res)
 {
     sy_health *h = &n->health;
     h->rtt_ms = (sy__monotonic() - h->sent_at) * 1e3;
+    h->ok_sent_at = h->sent_at;
     h->in_recovery = PQgetvalue(res, 0, 0)[0] == 't';
     h->wal_position = atof(PQgetvalue(res, 0, 1));
     n->lag_ms = bounded_lag_ms(n, atof(PQgetvalue(res, 0, 2)));
+    h->timeline = PQgetisnull(res, 0, 3) ? 0 : atoi(PQgetvalue(res, 0, 3));
     update_lag(n);
     h->failures = 0;
     h->successes++;
@@ -186,6 +194,7 @@ static void poll_succeeded(sy_node *n, const PGresult *res)
     decay_idle_figures(n);
     if (!n->healthy && h->successes >= settings(n)->health_rise)
         sy__node_set_health(n, 1, "health checks pass");
+    sy__roles_observed(n, h->in_recovery);
     schedule_next(n);
 }
 
@@ -239,7 +248,7 @@ static void query_step(sy_node *n, int revents)
     char why[256] = "";
     while (!PQisBusy(h->pg) && (res = PQgetResult(h->pg)) != NULL) {
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-            PQnfields(res) == 3 && !ok) {
+            PQnfields(res) == 4 && !ok) {
             ok = res;
             continue;
         }

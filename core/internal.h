@@ -27,7 +27,8 @@ typedef struct sy_request sy_request;
 typedef struct sy_lua sy_lua;
 typedef struct sy_topology sy_topology;
 
-enum { SY_ROLE_PRIMARY = 0, SY_ROLE_REPLICA = 1 };
+/* A node's role.  UNKNOWN: configured "auto" and not polled yet. */
+enum { SY_ROLE_PRIMARY = 0, SY_ROLE_REPLICA = 1, SY_ROLE_UNKNOWN = 2 };
 
 /* ------------------------------------------------------------ settings */
 
@@ -147,6 +148,10 @@ void sy__pool_cancel(sy_pool *pool, sy_waiter *w);
 void sy__pool_release(sy_pool *pool, sy_conn *conn, int broken);
 /* Closes every connection and fails every waiter with SY_ESTOPPED. */
 void sy__pool_close(sy_pool *pool);
+/* The node is up again: fills the pool at once (no backoff left). */
+void sy__pool_node_up(sy_pool *pool);
+/* The node went down: its waiters fail (SY_ECONN), nothing reconnects. */
+void sy__pool_node_down(sy_pool *pool);
 void sy__pool_apply_settings(sy_pool *pool, const sy_pool_settings *s);
 /* Closes busy connections too (engine free, after failing requests). */
 void sy__pool_destroy(sy_pool *pool);
@@ -197,11 +202,13 @@ typedef struct sy_health {
     ev_timer deadline;        /* the running poll's timeout */
     double started;           /* when the running poll began */
     double sent_at;           /* when its query was sent (monotonic) */
+    double ok_sent_at;        /* sent_at of the last poll that succeeded */
     int failures, successes;  /* consecutive, for fall/rise */
     uint64_t polls_ok, polls_failed;
     uint64_t queries_at_last_poll;
     double caught_up_at;      /* last poll that saw replay caught up */
     int in_recovery;
+    int timeline;             /* 0: unknown (a replica with no WAL receiver) */
     double wal_position;      /* bytes: current (primary) or replayed */
     double rtt_ms;
     char last_error[256];
@@ -266,9 +273,11 @@ struct sy_node {
     char *name;
     char *cluster;
     char *conninfo;
-    int role;
+    int role;                /* effective: polled, else configured_role */
+    int configured_role;     /* from the config; UNKNOWN for "auto" */
     int weight;
     int healthy;
+    int split_brain;         /* one of several healthy primaries (roles.c) */
     int forced_down;         /* dry run: told to treat as down */
     double down_since;
     double lag_bytes, lag_ms; /* < 0: unknown */
@@ -287,6 +296,18 @@ void sy__node_ref(sy_node *n);
 void sy__node_unref(sy_node *n);
 void sy__node_set_health(sy_node *n, int healthy, const char *why);
 
+/* ------------------------------------------------------------ roles */
+
+/* "primary", "replica" or "unknown": static. */
+const char *sy__role_name(int role);
+/* A poll read pg_is_in_recovery() from n: its role follows. */
+void sy__roles_observed(sy_node *n, int in_recovery);
+/* Recomputes every cluster's primary and split brain of e's topology,
+ * emits the split-brain events, and hands the roles to the policy. */
+void sy__roles_refresh(sy_engine *e);
+/* Hands the roles of lua's nodes to its policy tables (no events). */
+int sy__roles_push(sy_lua *lua);
+
 struct sy_topology {
     sy_node **nodes;  /* owned references */
     int n;
@@ -304,6 +325,7 @@ struct sy_lua {
     int ref_sessions;        /* lightuserdata sy_session* -> q.session */
     int ref_kind[6];         /* interned kind names, by sy_kind */
     int ref_empty;           /* a shared empty table for absent fields */
+    int ref_apply_roles;     /* runtime.apply_roles */
     int ref_node_tables;     /* array: node id -> node table */
     int ref_loaded_files;    /* array of file paths the state loaded */
     unsigned generation;     /* distinguishes states for cached refs */
@@ -436,7 +458,24 @@ struct sy_session {
     int freeing;              /* freed by the user while a query ran */
     unsigned lua_generation;  /* state whose cached q.session is current */
     sy_list link;             /* engine->sessions */
+    /* Read-your-writes: the session's last write (sy__session_wrote). */
+    int write_open;           /* a write or a transaction since the last mark */
+    double write_at;          /* monotonic time it was done */
+    sy_node *write_node;      /* referenced: where it ran */
+    double write_lsn;         /* bound found for it; < 0 not yet */
+    double write_lsn_shown;   /* what q.session.write_lsn holds (lua_route.c) */
 };
+
+/* Notes a statement that ran on node for s: a write, or anything inside
+ * a transaction, opens a write; the end of the transaction (in_tx 0)
+ * marks it done (sy__session_wrote).  Shared by the embedded path and the
+ * proxy's relay. */
+void sy__session_statement(sy_session *s, sy_node *node, int may_write, int in_tx);
+/* The WAL position a replica must have replayed to show s its last write:
+ * -2 when it never wrote, -1 while no bound is known yet (its primary has
+ * not been polled since: reads must go to the primary), else a position
+ * no lower than the write's commit (a poll of that node sent after it). */
+double sy__session_write_lsn(sy_session *s);
 
 /* Releases or keeps the connection after a query on the session. */
 void sy__session_after_query(sy_session *s, sy_request *req, sy_conn *conn,

@@ -274,12 +274,15 @@ static int build_nodes(sy_lua *lua, int flat, const sy_topology *reuse,
             sy__fmt(err, errlen, "node %d: name, cluster and conninfo are required", i);
             return -1;
         }
-        int r = role && strcmp(role, "primary") == 0 ? SY_ROLE_PRIMARY
-                                                     : SY_ROLE_REPLICA;
+        int r = !role || strcmp(role, "auto") == 0 ? SY_ROLE_UNKNOWN
+                 : strcmp(role, "primary") == 0    ? SY_ROLE_PRIMARY
+                                                   : SY_ROLE_REPLICA;
         sy_node *node = find_reusable(reuse, full, conninfo);
         if (node) {
             sy__node_ref(node);
-            node->role = r;
+            node->configured_role = r;
+            if (node->health.polls_ok == 0)
+                node->role = r; /* what the server said outranks the config */
             node->weight = weight;
             sy__pool_apply_settings(&node->pool, &ps);
             sy__pool_apply_settings(&node->relay_pool, &ps);
@@ -362,6 +365,7 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua->set.health_fall = 3;
     lua->set.health_rise = 2;
     lua->ref_route = lua->ref_on_event = lua->ref_state = LUA_NOREF;
+    lua->ref_apply_roles = LUA_NOREF;
     char resolved[PATH_MAX];
     const char *path = realpath(config_path, resolved) ? resolved : config_path;
     lua->config_path = sy__strdup(path);
@@ -405,6 +409,7 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua_pushvalue(L, state);
     lua->ref_state = luaL_ref(L, LUA_REGISTRYINDEX);
 
+    lua->ref_apply_roles = take_ref(L, runtime, "apply_roles");
     lua->ref_q = take_ref(L, state, "q");
     lua->ref_empty = take_ref(L, state, "empty");
     lua->ref_session_default = take_ref(L, state, "session_default");
@@ -443,6 +448,10 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua_pop(L, 1);
     sy__lua_install_node_metatable(lua);
     sy__lua_install_q_metatable(lua);
+    if (sy__roles_push(lua) < 0) {
+        sy__fmt(err, errlen, "applying node roles failed");
+        goto fail;
+    }
 
     policy_phase = 1;
     lua_getfield(L, runtime, "selftest");

@@ -53,6 +53,12 @@ static int node_index(lua_State *L)
         lua_pushnumber(L, n->lag_bytes);
     else if (strcmp(k, "lag_ms") == 0 && n->lag_ms >= 0)
         lua_pushnumber(L, n->lag_ms);
+    else if (strcmp(k, "wal_position") == 0 && n->health.polls_ok > 0)
+        lua_pushnumber(L, n->health.wal_position);
+    else if (strcmp(k, "timeline") == 0 && n->health.timeline > 0)
+        lua_pushinteger(L, n->health.timeline);
+    else if (strcmp(k, "split_brain") == 0)
+        lua_pushboolean(L, n->split_brain);
     else
         return 0;
     return 1;
@@ -220,6 +226,23 @@ static void push_opt_string(lua_State *L, const char *k, const char *v)
     lua_setfield(L, -2, k);
 }
 
+/* q.session.write_lsn: nil when the session never wrote, -1 while its last
+ * write has no known bound (read it on the primary), else the WAL position
+ * a replica must have replayed (sy__session_write_lsn).  Set only when it
+ * changed: most decisions leave the cached table alone. */
+static void update_write_lsn(lua_State *L, sy_session *s)
+{
+    double lsn = sy__session_write_lsn(s);
+    if (lsn == s->write_lsn_shown)
+        return;
+    s->write_lsn_shown = lsn;
+    if (lsn < -1)
+        lua_pushnil(L);
+    else
+        lua_pushnumber(L, lsn);
+    lua_setfield(L, -2, "write_lsn");
+}
+
 static void push_session(sy_lua *lua, sy_session *s)
 {
     lua_State *L = lua->L;
@@ -233,11 +256,13 @@ static void push_session(sy_lua *lua, sy_session *s)
         lua_rawget(L, -2);
         if (lua_istable(L, -1)) {
             lua_remove(L, -2);
+            update_write_lsn(L, s);
             return;
         }
         lua_pop(L, 1);
     }
-    lua_createtable(L, 0, 4);
+    s->write_lsn_shown = -2;
+    lua_createtable(L, 0, 5);
     push_opt_string(L, "user", s->user);
     push_opt_string(L, "database", s->database);
     push_opt_string(L, "application_name", s->application_name);
@@ -252,6 +277,7 @@ static void push_session(sy_lua *lua, sy_session *s)
     lua_rawset(L, -4);
     lua_remove(L, -2);
     s->lua_generation = lua->generation;
+    update_write_lsn(L, s);
 }
 
 void sy__lua_forget_session(sy_lua *lua, sy_session *s)

@@ -27,7 +27,7 @@ sy_node *sy__node_new(sy_engine *e, const char *cluster, const char *name,
     if (!n->cluster || !n->name || !n->conninfo || !n->full_name)
         goto fail;
     snprintf(n->full_name, fl, "%s.%s", cluster, name);
-    n->role = role;
+    n->role = n->configured_role = role;
     n->weight = weight;
     n->healthy = 1;
     n->lag_bytes = n->lag_ms = -1;
@@ -105,5 +105,15 @@ void sy__node_set_health(sy_node *n, int healthy, const char *why)
         sy__log(e, SY_LOG_WARN, "node %s is down: %s", n->full_name, why);
         sy__emit(e, SY_EVENT_NODE_DOWN, n->cluster, n->full_name,
                  "node %s is down: %s", n->full_name, why);
+    }
+    /* A primary going down or coming back may end or start a split. */
+    if (n->role == SY_ROLE_PRIMARY || n->split_brain)
+        sy__roles_refresh(e);
+    if (healthy) {
+        sy__pool_node_up(&n->pool);
+        sy__pool_node_up(&n->relay_pool);
+    } else {
+        sy__pool_node_down(&n->pool);
+        sy__pool_node_down(&n->relay_pool);
     }
 }

@@ -90,14 +90,10 @@ static void fill(sy_pool *pool)
         want = needed;
     if (want > pool->set.max)
         want = pool->set.max;
-    /* A node that is down gets one probe at a time, not min connections
-     * per backoff step; the pool fills once a probe gets through. */
-    if (!pool->node->healthy) {
-        if (pool->n_connecting > 0)
-            return;
-        if (want > pool->n_total + 1)
-            want = pool->n_total + 1;
-    }
+    /* A node that is down gets no connections: the health poller finds
+     * it again, and sy__pool_node_up() fills the pool then. */
+    if (!pool->node->healthy)
+        return;
     while (pool->n_total < want && !ev_is_active(&pool->reconnect))
         open_one(pool);
 }
@@ -254,11 +250,27 @@ static void reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents)
     sy_pool *pool = sy_container_of(w, sy_pool, reconnect);
     if (pool->closing)
         return;
-    /* A probe even when min is 0: the node must be found again. */
-    if (pool->n_connecting == 0 && (pool->n_total < pool->set.max))
-        open_one(pool);
-    else
-        fill(pool);
+    fill(pool);
+}
+
+void sy__pool_node_down(sy_pool *pool)
+{
+    if (pool->closing)
+        return;
+    /* Nothing connects to a node that is down, so nothing would serve
+     * them: fail the waiters now, so reads can be retried elsewhere. */
+    ev_timer_stop(pool_loop(pool), &pool->reconnect);
+    fail_waiters(pool, SY_ECONN);
+}
+
+void sy__pool_node_up(sy_pool *pool)
+{
+    if (pool->closing || !pool->started)
+        return;
+    /* The poller just got through: no reason to wait out a backoff. */
+    ev_timer_stop(pool_loop(pool), &pool->reconnect);
+    pool->backoff = 0;
+    fill(pool);
 }
 
 static void waiter_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -344,8 +356,8 @@ void sy__pool_acquire(sy_pool *pool, sy_waiter *w, double timeout)
         w->ready(w, conn, 0);
         return;
     }
-    if (!pool->node->healthy && ev_is_active(&pool->reconnect)) {
-        w->ready(w, NULL, SY_ECONN);
+    if (!pool->node->healthy) {
+        w->ready(w, NULL, SY_ECONN); /* down: nothing connects until it is up */
         return;
     }
     sy_list_insert_tail(&pool->waiters, &w->link);

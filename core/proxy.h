@@ -307,6 +307,7 @@ struct sy_client {
     int unnamed_local, portal_local;
     /* The last statement routing classified (the text in the batch being
      * translated), so translation need not classify it again. */
+    int batch_may_write;      /* the routed batch was not a plain read */
     const char *cls_sql;
     size_t cls_len;
     sy_statement cls_stmt;

@@ -254,6 +254,7 @@ static int dispatch_batch(sy_client *c)
     }
     c->node = route.node;
     sy__node_ref(c->node);
+    c->batch_may_write = r.stmt.kind != SY_KIND_READ;
     c->state = SY_CLIENT_WAITING;
     c->waiter.ready = waiter_ready;
     sy__pool_acquire(&c->node->relay_pool, &c->waiter, px->set.wait_backend);
@@ -332,6 +333,10 @@ void sy__relay_ready(sy_link *l)
     if (!c || l->q_len > 0)
         return;
     c->tx_status = l->tx_status;
+    if (c->session) /* read-your-writes: a write ends with its transaction */
+        sy__session_statement(c->session, l->conn->pool->node, c->batch_may_write,
+                              l->tx_status != 'I');
+    c->batch_may_write = 0;
     sy__client_arm_timer(c); /* idle in transaction, or no timer */
     if (l->tx_status != 'I' || !l->synced || c->sticky || c->proxy->set.session_mode ||
         c->batch.len > 0 || c->in_error_skip || l->out.len > l->out_off)
@@ -405,6 +410,10 @@ int sy__relay_client_message(sy_client *c, const sy_pg_msg *m)
         break;
     }
     if (c->linked) {
+        /* Not routed, so not classified here: for read-your-writes any
+         * statement a linked client sends may have written. */
+        if (m->type == SY_PG_QUERY || m->type == SY_PG_SYNC)
+            c->batch_may_write = 1;
         if (sy__relay_translate(c, c->linked, m) < 0)
             return -1;
         return 0;

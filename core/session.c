@@ -24,6 +24,8 @@ int sy_session_new(sy_engine *e, sy_session **out, const char *user,
     if (!s)
         return SY_ENOMEM;
     s->engine = e;
+    s->write_lsn = -1;
+    s->write_lsn_shown = -2; /* a fresh q.session has no write_lsn */
     s->user = sy__strdup(user);
     s->database = sy__strdup(database);
     s->application_name = sy__strdup(application_name);
@@ -117,16 +119,50 @@ static void unpin(sy_session *s, int close_conn)
     let_go(s, s->pinned, s->pinned_node, 0);
 }
 
+void sy__session_statement(sy_session *s, sy_node *node, int may_write, int in_tx)
+{
+    s->write_open |= may_write || in_tx;
+    if (in_tx || !s->write_open)
+        return;
+    s->write_open = 0;
+    s->write_at = sy__monotonic();
+    s->write_lsn = -1;
+    if (s->write_node != node) {
+        sy__node_unref(s->write_node);
+        s->write_node = node;
+        sy__node_ref(node);
+    }
+}
+
+double sy__session_write_lsn(sy_session *s)
+{
+    if (!s->write_node)
+        return -2;
+    if (s->write_lsn < 0) {
+        /* Polls see positions no later than the server's, so a poll sent
+         * after the commit bounds it from above: replicas that replayed
+         * that far have the write. */
+        const sy_health *h = &s->write_node->health;
+        if (h->polls_ok > 0 && h->ok_sent_at > s->write_at && !h->in_recovery)
+            s->write_lsn = h->wal_position;
+    }
+    return s->write_lsn;
+}
+
 void sy__session_after_query(sy_session *s, sy_request *req, sy_conn *conn,
                              int broken)
 {
     sy_node *node = req->node;
+    int may_write = req->stmt.kind != SY_KIND_READ;
     if (broken) {
+        /* Whether it committed is unknown: count it as a write. */
+        sy__session_statement(s, node, may_write, 0);
         let_go(s, conn, node, 1);
         return;
     }
     PGTransactionStatusType ts = PQtransactionStatus(conn->pg);
     s->in_tx = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+    sy__session_statement(s, node, may_write, s->in_tx);
     if (req->stmt.kind == SY_KIND_SESSION ||
         (req->stmt.flags & (SY_STMT_TEMP_TABLE | SY_STMT_ADVISORY_LOCK)))
         s->sticky = 1;
@@ -153,6 +189,8 @@ void sy__session_detach(sy_session *s)
     /* An open transaction or session state must never reach another user:
      * the connection is closed rather than returned. */
     unpin(s, 1);
+    sy__node_unref(s->write_node);
+    s->write_node = NULL;
     if (s->engine->lua)
         sy__lua_forget_session(s->engine->lua, s);
     sy_list_remove(&s->link);

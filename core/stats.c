@@ -69,7 +69,7 @@ static void fill_node(const sy_node *n, sy_node_stats *out)
 {
     out->name = n->full_name;
     out->cluster = n->cluster;
-    out->role = n->role == SY_ROLE_PRIMARY ? "primary" : "replica";
+    out->role = sy__role_name(n->role);
     out->healthy = n->healthy;
     out->weight = n->weight;
     out->queries = n->c.queries;
@@ -86,6 +86,17 @@ static void fill_node(const sy_node *n, sy_node_stats *out)
     out->latency_p50_ms = sy__counters_percentile(&n->c, 0.50);
     out->latency_p95_ms = sy__counters_percentile(&n->c, 0.95);
     out->latency_p99_ms = sy__counters_percentile(&n->c, 0.99);
+    const sy_health *h = &n->health;
+    out->split_brain = n->split_brain;
+    out->timeline = h->timeline;
+    out->wal_position = h->polls_ok ? h->wal_position : -1;
+    out->lag_bytes = n->lag_bytes;
+    out->lag_ms = n->lag_ms;
+    out->rtt_ms = h->polls_ok ? h->rtt_ms : -1;
+    out->polls_ok = h->polls_ok;
+    out->polls_failed = h->polls_failed;
+    out->down_for_s = n->healthy || !n->engine ? 0 : ev_now(n->engine->loop) - n->down_since;
+    out->last_error = h->last_error;
 }
 
 int sy_node_stats_get(const sy_engine *e, int index, sy_node_stats *out)

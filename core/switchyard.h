@@ -72,7 +72,13 @@ typedef enum sy_event_type {
     SY_EVENT_RELOAD_OK = 3,
     SY_EVENT_RELOAD_FAILED = 4,
     SY_EVENT_POOL_EXHAUSTED = 5,
-    SY_EVENT_POLICY_ERROR = 6
+    SY_EVENT_POLICY_ERROR = 6,
+    /* Health polling saw a node's role change (pg_is_in_recovery()). */
+    SY_EVENT_ROLE_CHANGED = 7,
+    /* Two or more healthy nodes of one cluster claim to be primary: writes
+     * to that cluster are refused until it is resolved. */
+    SY_EVENT_SPLIT_BRAIN = 8,
+    SY_EVENT_SPLIT_BRAIN_RESOLVED = 9
 } sy_event_type;
 
 /* One event.  Every pointer is borrowed for the duration of the callback;
@@ -312,7 +318,9 @@ const char *sy_kind_name(sy_kind kind);
 typedef struct sy_node_stats {
     const char *name;      /* "cluster.node" */
     const char *cluster;
-    const char *role;      /* "primary" or "replica" */
+    const char *role;      /* "primary", "replica" or "unknown": the
+                            * polled role (the configured one until the
+                            * first poll; "unknown" for an unpolled "auto") */
     int healthy;
     int weight;
     uint64_t queries;
@@ -330,6 +338,16 @@ typedef struct sy_node_stats {
     double latency_p50_ms;
     double latency_p95_ms;
     double latency_p99_ms;
+    /* Health polling's figures; negative or 0 when not known yet. */
+    int split_brain;          /* one of several healthy nodes claiming primary */
+    int timeline;             /* 0: unknown */
+    double wal_position;      /* bytes: current (primary) or replayed (replica) */
+    double lag_bytes;         /* replay behind the cluster's primary; < 0 unknown */
+    double lag_ms;            /* < 0 unknown */
+    double rtt_ms;            /* the last poll's round trip */
+    uint64_t polls_ok, polls_failed;
+    double down_for_s;        /* how long it has been down; 0 when up */
+    const char *last_error;   /* the last failed poll's reason ("" if none) */
 } sy_node_stats;
 
 /* Number of nodes in the current topology. */

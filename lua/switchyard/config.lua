@@ -16,10 +16,11 @@
 --           {
 --             name = "primary",   -- required: unique in the cluster, [%w_-]+
 --             conninfo = "host=127.0.0.1 port=5432 dbname=app",  -- required: libpq conninfo
---             role = "primary",   -- required: "primary" | "replica"
---                                 --   (discovering roles, "auto", comes with the
---                                 --   high-availability work)
---                                 --   (at most one "primary" per cluster)
+--             role = "auto",      -- "primary" | "replica" | "auto" (at most one
+--                                 --   "primary" per cluster).  A first guess:
+--                                 --   once health polling has reached a node,
+--                                 --   pg_is_in_recovery() decides its role, and
+--                                 --   "auto" nodes have none until then
 --             weight = 1,         -- positive integer, share of reads for balancers
 --             tags = {},          -- map string -> string | number | boolean
 --           },
@@ -152,7 +153,7 @@ local TOP_KEYS = {
 }
 local CLUSTER_KEYS = { "nodes", "schemas", "pool" }
 local NODE_KEYS = { "name", "conninfo", "role", "weight", "tags" }
-local ROLES = { primary = true, replica = true }
+local ROLES = { primary = true, replica = true, auto = true }
 local LOG_LEVELS = { "debug", "info", "warn", "error" }
 
 -- ------------------------------------------------------------------ helpers
@@ -224,9 +225,9 @@ local function check_node(errs, path, raw, cluster_name)
 
   local role = raw.role
   if role == nil then
-    add(errs, child(path, "role"), 'required ("primary" or "replica")')
+    node.role = "auto"
   elseif not ROLES[role] then
-    expected(errs, child(path, "role"), '"primary" or "replica"', role)
+    expected(errs, child(path, "role"), '"primary", "replica" or "auto"', role)
   else
     node.role = role
   end

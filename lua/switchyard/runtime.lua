@@ -46,7 +46,8 @@ local function build_topology(cfg)
         name = n.full_name,
         node_name = n.name,
         cluster = c.name,
-        role = n.role,
+        -- "auto" nodes are neither until health polling says (apply_roles)
+        role = n.role == "auto" and "unknown" or n.role,
         weight = n.weight,
         tags = n.tags,
       }
@@ -55,7 +56,7 @@ local function build_topology(cfg)
       cluster.nodes[#cluster.nodes + 1] = node
       if n.role == "primary" then
         cluster.primary = node
-      else
+      elseif n.role == "replica" then
         cluster.replicas[#cluster.replicas + 1] = node
       end
       flat[id] = {
@@ -144,6 +145,26 @@ end
 function runtime.selftest(state)
   if state.policy.selftest then
     state.policy.selftest()
+  end
+end
+
+-- The roles health polling found (core/roles.c), on every reload and
+-- whenever one changes.  roles[id] = "primary" | "replica" | "unknown";
+-- clusters[name] = { primary = node id or nil, split_brain = { names } or
+-- nil }.  Each cluster's replicas list is refilled in place (config order),
+-- so a policy holding on to it sees the change too.
+function runtime.apply_roles(state, roles, clusters)
+  local topo = state.topology
+  for _, cluster in ipairs(topo.cluster_list) do
+    local info = clusters[cluster.name] or {}
+    local replicas = cluster.replicas
+    for i = #replicas, 1, -1 do replicas[i] = nil end
+    for _, node in ipairs(cluster.nodes) do
+      node.role = roles[node.id] or node.role
+      if node.role == "replica" then replicas[#replicas + 1] = node end
+    end
+    cluster.primary = info.primary and topo.nodes[info.primary] or nil
+    cluster.split_brain = info.split_brain
   end
 end
 

@@ -16,7 +16,21 @@
 --      transaction) opens a transaction that cannot write, so it is
 --      balanced like a read.
 --   4. Reads go to a healthy replica chosen by the balancer, never the node
---      a retried read just failed on (q.retry.failed).
+--      a retried read just failed on (q.retry.failed), among the replicas
+--      the read's consistency level allows:
+--        eventual  any healthy replica (the default);
+--        bounded   replicas whose replay lag is known and within
+--                  max_lag_ms and/or max_lag_bytes (from health polling);
+--        strong    none: the primary;
+--        read_your_writes
+--                  after the session's last write, only replicas whose
+--                  polled replay position has passed it (q.session.write_lsn;
+--                  -1 while no poll has bounded it yet: the primary);
+--                  a session that never wrote reads like eventual.
+--      The level comes from a hint (/* sy: consistency=bounded */), else
+--      the session variable (SET switchyard.consistency = 'bounded'
+--      through the proxy, sy_session_set() embedded), else the option;
+--      max_lag_ms / max_lag_bytes the same way.
 --   5. No replica to take it (none healthy, or the balancer found none good
 --      enough): the primary, unless options.fallback_to_primary = false.
 --   6. No usable primary: the statement is rejected with SQLSTATE 08006 so
@@ -29,6 +43,11 @@
 --                       default "round_robin"
 --   balancer_options    table handed to the balancer; default {}
 --   fallback_to_primary boolean, default true
+--   consistency         "eventual" (default), "bounded", "strong" or
+--                       "read_your_writes"
+--   max_lag_ms          bound for "bounded" reads; default 1000 when
+--                       neither bound is given
+--   max_lag_bytes       bound for "bounded" reads, in WAL bytes
 --
 -- This runs for every query, so the common path allocates nothing: the
 -- candidate list is one reused array and per-cluster balancer state is
@@ -38,7 +57,12 @@ local resolve = require("switchyard.resolve")
 
 local split = {}
 
-local SPLIT_OPTIONS = { balancer = true, balancer_options = true, fallback_to_primary = true }
+local SPLIT_OPTIONS = {
+  balancer = true, balancer_options = true, fallback_to_primary = true,
+  consistency = true, max_lag_ms = true, max_lag_bytes = true,
+}
+
+local LEVELS = { eventual = true, bounded = true, strong = true, read_your_writes = true }
 
 -- Flags that make even a SELECT unsafe on a replica.
 local function read_needs_primary(f)
@@ -75,6 +99,9 @@ function split.new(sy, extra_options)
   local balancer_name = options.balancer or "round_robin"
   local balancer_options = options.balancer_options or {}
   local fallback = options.fallback_to_primary ~= false
+  local default_level = options.consistency or "eventual"
+  local default_max_ms, default_max_bytes = options.max_lag_ms, options.max_lag_bytes
+  if default_max_ms == nil and default_max_bytes == nil then default_max_ms = 1000 end
 
   local router = {}
 
@@ -93,6 +120,11 @@ function split.new(sy, extra_options)
       elseif k == "fallback_to_primary" and type(v) ~= "boolean" then
         error("policy_options.fallback_to_primary: expected true or false, got "
           .. describe_option(v), 0)
+      elseif k == "consistency" and not LEVELS[v] then
+        error('policy_options.consistency: expected "eventual", "bounded", "strong" or '
+          .. '"read_your_writes", got ' .. describe_option(v), 0)
+      elseif (k == "max_lag_ms" or k == "max_lag_bytes") and not (type(v) == "number" and v >= 0) then
+        error(("policy_options.%s: expected a number >= 0, got %s"):format(k, describe_option(v)), 0)
       end
     end
     local b = resolve.module(balancer_name, config_dir, "balancers")
@@ -137,6 +169,10 @@ function split.new(sy, extra_options)
 
   local function primary_of(cluster, failed_name)
     local p = cluster.primary
+    if cluster.split_brain then
+      return nil, ("switchyard: cluster %q has more than one primary (%s); writes are refused until "
+        .. "one remains"):format(cluster.name, table.concat(cluster.split_brain, ", ")), "08006"
+    end
     if p == nil then
       return nil, ("switchyard: cluster %q has no primary to run this statement"):format(cluster.name),
         "08006"
@@ -170,6 +206,41 @@ function split.new(sy, extra_options)
   -- router.route(q, cluster) -> node | nil, message, sqlstate
   -- sy.tracing is true only under `switchyard route`: the explanations
   -- cost nothing when queries are served.
+  -- The read's level and bounds: hint, then session variable, then option.
+  -- Returns nil, message, sqlstate for a level or bound that makes no sense.
+  local function consistency_of(q)
+    local hints, vars = q.hints, q.session.vars
+    local level = hints.consistency or vars.consistency or default_level
+    if not LEVELS[level] then
+      return nil, ('switchyard: unknown consistency level "%s" (eventual, bounded, strong or '
+        .. 'read_your_writes)')
+        :format(tostring(level)), "22023"
+    end
+    if level == "read_your_writes" then return level, q.session.write_lsn end
+    if level ~= "bounded" then return level end
+    local ms = hints.max_lag_ms or vars.max_lag_ms
+    local bytes = hints.max_lag_bytes or vars.max_lag_bytes
+    if ms == nil and bytes == nil then return level, default_max_ms, default_max_bytes end
+    local max_ms, max_bytes = tonumber(ms), tonumber(bytes)
+    if (ms ~= nil and not max_ms) or (bytes ~= nil and not max_bytes) then
+      return nil, ('switchyard: max_lag_ms and max_lag_bytes must be numbers, got "%s" and "%s"')
+        :format(tostring(ms), tostring(bytes)), "22023"
+    end
+    return level, max_ms, max_bytes
+  end
+
+  local function within(r, max_ms, max_bytes)
+    if max_ms then
+      local lag = r.lag_ms
+      if lag == nil or lag > max_ms then return false end
+    end
+    if max_bytes then
+      local lag = r.lag_bytes
+      if lag == nil or lag > max_bytes then return false end
+    end
+    return true
+  end
+
   local function trace(msg, ...)
     if sy.tracing then sy.trace(msg:format(...)) end
   end
@@ -195,11 +266,24 @@ function split.new(sy, extra_options)
       return primary_of(cluster, failed_name)
     end
 
+    local level, max_ms, max_bytes = consistency_of(q)
+    if level == nil then return nil, max_ms, max_bytes end
+    if level == "strong" then
+      trace("strong read: the primary of cluster %s", cluster.name)
+      return primary_of(cluster, failed_name)
+    end
+    local bounded = level == "bounded"
+    local need_lsn = level == "read_your_writes" and max_ms
+    if need_lsn and need_lsn < 0 then
+      trace("read_your_writes: the session's last write is not bounded by a poll yet: the primary")
+      return primary_of(cluster, failed_name)
+    end
     local replicas = cluster.replicas
     local n = 0
     for i = 1, #replicas do
       local r = replicas[i]
-      if r.healthy and r.name ~= failed_name then
+      if r.healthy and r.name ~= failed_name and (not bounded or within(r, max_ms, max_bytes))
+        and (not need_lsn or (r.wal_position or -1) >= need_lsn) then
         n = n + 1
         candidates[n] = r
       end

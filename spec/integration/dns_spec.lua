@@ -60,14 +60,6 @@ describe("name resolution", function()
     return e
   end
 
-  local function event_log(e)
-    local lines = {}
-    for _, ev in ipairs(e.events) do
-      lines[#lines + 1] = ("%s %s: %s"):format(ev.type, tostring(ev.node), tostring(ev.message))
-    end
-    return table.concat(lines, "\n")
-  end
-
   local function logged(e, text)
     for _, l in ipairs(e.logs) do
       if l.message:find(text, 1, true) then return true end
@@ -114,7 +106,7 @@ describe("name resolution", function()
         if ev.node == "main.replica2" then down = ev end
       end
       return down ~= nil
-    end, 15), "no node_down event for main.replica2:\n" .. event_log(e))
+    end, 15), "no node_down event for main.replica2:\n" .. e:event_log())
     -- The message names the host and the resolver's reason.
     local pattern = 'could not resolve host "' .. BAD_HOST:gsub("%p", "%%%0") .. '": %S'
     assert.is_truthy(down.message:find(pattern), down.message)

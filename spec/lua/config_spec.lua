@@ -110,11 +110,14 @@ describe("config.validate on a good config", function()
     assert.same({ region = "eu", rack = 3, ssd = true }, cfg.clusters[1].nodes[1].tags)
   end)
 
-  it("accepts weights and every top-level key; refuses role auto for now", function()
+  it("accepts weights and every top-level key; role auto, or none, for discovered roles", function()
     local auto = base()
     auto.clusters.main.nodes[2].role = "auto"
-    local _, auto_errs = validate(auto)
-    has_error(auto_errs, 'clusters.main.nodes[2].role: expected "primary" or "replica", got string "auto"')
+    auto.clusters.main.nodes[1].role = nil
+    local acfg = assert(validate(auto))
+    assert.equal("auto", acfg.clusters[1].nodes[1].role)
+    assert.equal("auto", acfg.clusters[1].nodes[2].role)
+    assert.is_nil(acfg.clusters[1].primary)
     local raw = base()
     raw.clusters.main.nodes[2].weight = 3
     raw.query_timeout = 2.5
@@ -205,7 +208,7 @@ describe("config.validate reports", function()
     has_error(errs, 'clusters.main.nodes[2].name: duplicate node name "p" (also nodes[1])')
     has_error(errs, "clusters.main.nodes[2].conninfo: expected a non-empty libpq connection string, "
       .. 'got string ""')
-    has_error(errs, 'clusters.main.nodes[2].role: expected "primary" or "replica", got string "master"')
+    has_error(errs, 'clusters.main.nodes[2].role: expected "primary", "replica" or "auto", got string "master"')
     has_error(errs, "clusters.main.nodes[3].name: expected a node name (letters, digits, _ and -), "
       .. 'got string "bad name"')
     has_error(errs, "clusters.main.nodes[3].conninfo: required (a libpq connection string)")
@@ -217,12 +220,12 @@ describe("config.validate reports", function()
     assert.equal(10, #errs)
   end)
 
-  it("a missing role and bad tags", function()
+  it("a missing role (auto) and bad tags", function()
     local errs = errors_of({ clusters = { main = { nodes = {
       { name = "a", conninfo = "x", tags = "eu" },
       { name = "b", conninfo = "x", role = "replica", tags = { [1] = "x" } },
     } } } })
-    has_error(errs, 'clusters.main.nodes[1].role: required ("primary" or "replica")')
+    assert.equal(2, #errs)
     has_error(errs, "clusters.main.nodes[1].tags: expected a map of tag name -> string, number or boolean, "
       .. 'got string "eu"')
     has_error(errs, "clusters.main.nodes[2].tags[1]: tag names must be non-empty strings")
@@ -493,7 +496,8 @@ describe("config.load", function()
       "return { clusters = { main = { nodes = { { name = 'p', conninfo = 'x', role = 'boss' } } } } }")
     local cfg, errs = config.load(path, ROOT)
     assert.is_nil(cfg)
-    assert.same({ 'clusters.main.nodes[1].role: expected "primary" or "replica", got string "boss"' }, errs)
+    assert.same({ 'clusters.main.nodes[1].role: expected "primary", "replica" or "auto", got string "boss"' },
+      errs)
   end)
 end)
 

@@ -33,7 +33,7 @@ describe("real clients through the proxy", function()
     for line in out:gmatch("[^\n]+") do
       local fields = {}
       for f in (line .. "|"):gmatch("([^|]*)|") do fields[#fields + 1] = f end
-      q[fields[1]] = tonumber(fields[9])
+      q[fields[1]] = tonumber(fields[11]) -- the queries column of SHOW NODES
     end
     return q
   end

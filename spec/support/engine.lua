@@ -231,6 +231,10 @@ function Engine:node_stats()
       waiting = st.pool_waiting, exhausted = tonumber(st.pool_exhausted),
       latency_avg_ms = st.latency_avg_ms, p50 = st.latency_p50_ms,
       p95 = st.latency_p95_ms, p99 = st.latency_p99_ms,
+      split_brain = st.split_brain == 1, timeline = st.timeline,
+      wal_position = st.wal_position, lag_bytes = st.lag_bytes, lag_ms = st.lag_ms,
+      rtt_ms = st.rtt_ms, polls_ok = tonumber(st.polls_ok), polls_failed = tonumber(st.polls_failed),
+      down_for_s = st.down_for_s, last_error = ffi.string(st.last_error),
     }
   end
   return out
@@ -255,6 +259,15 @@ function Engine:events_of(kind)
 end
 
 -- Stops gracefully, then frees engine and loop.
+-- Every event so far, one a line, for failure messages.
+function Engine:event_log()
+  local lines = {}
+  for _, event in ipairs(self.events) do
+    lines[#lines + 1] = ("%s %s: %s"):format(event.type, tostring(event.node), tostring(event.message))
+  end
+  return table.concat(lines, "\n")
+end
+
 function Engine:close()
   if not self.e then return end
   local stopped = false
@@ -325,8 +338,10 @@ function M.write_config(bed, opts)
   for name, c in pairs(bed.clusters) do
     lines[#lines + 1] = ("    %s = { nodes = {"):format(name)
     local function node(n, role, extra)
-      lines[#lines + 1] = ("      { name = %q, role = %q, conninfo = %q%s },")
-        :format(n.name, role, n.conninfo, extra or "")
+      -- opts.auto_roles: no role given, health polling finds them
+      local r = opts.auto_roles and "" or (" role = %q,"):format(role)
+      lines[#lines + 1] = ("      { name = %q,%s conninfo = %q%s },")
+        :format(n.name, r, n.conninfo, extra or "")
     end
     node(c.primary, "primary")
     for i, r in ipairs(c.replicas) do
