@@ -67,10 +67,15 @@ bench-core: deps all benches
 bench: deps all benches
 	@SWITCHYARD_BUILD=$(BUILD) sh bench/proxy.sh
 
+# Failover time, health polling cost, read-your-writes cost (~2 minutes;
+# BENCH_HA_RUNS, BENCH_HA_SECONDS tune it).
+bench-ha: deps all
+	@SWITCHYARD_BUILD=$(BUILD) luajit bench/ha.lua
+
 clean:
 	rm -rf build build-san
 
-.PHONY: all deps test lint demo bench bench-core clean
+.PHONY: all deps test lint demo bench bench-core bench-ha clean
 
 # Small C tools the test bed uses (a delaying TCP relay, ...).
 TOOLS := $(patsubst spec/support/%.c,$(BUILD)/tools/%,$(wildcard spec/support/*.c))

@@ -60,9 +60,9 @@ static void show_nodes(sy_client *c)
     static const char *const cols[] = {"node", "cluster", "role", "healthy",
                                        "drained", "split_brain", "timeline", "lag_bytes",
                                        "lag_ms", "rtt_ms", "queries", "errors",
-                                       "latency_ms", "last_error"};
+                                       "latency_ms", "last_error", "fenced"};
     result r;
-    begin(&r, c, cols, 14);
+    begin(&r, c, cols, 15);
     sy_engine *e = c->proxy->engine;
     for (int i = 0; i < sy_node_count(e); i++) {
         sy_node_stats st;
@@ -70,7 +70,7 @@ static void show_nodes(sy_client *c)
         const sy_node *n = e->lua->topo.nodes[i];
         char b[7][32];
         const char *err = st.last_error[0] ? st.last_error : n->relay_pool.last_error;
-        const char *v[14] = {
+        const char *v[15] = {
             st.name, st.cluster, st.role, st.healthy ? "yes" : "no",
             n->forced_down ? "yes" : "no", st.split_brain ? "yes" : "no",
             st.timeline ? num(b[0], 32, st.timeline) : NULL,
@@ -78,7 +78,7 @@ static void show_nodes(sy_client *c)
             st.lag_ms < 0 ? NULL : num(b[2], 32, st.lag_ms),
             st.rtt_ms < 0 ? NULL : num(b[3], 32, st.rtt_ms), u64(b[4], 32, st.queries),
             u64(b[5], 32, st.errors), num(b[6], 32, st.latency_avg_ms),
-            err[0] ? err : NULL};
+            err[0] ? err : NULL, st.fenced ? "yes" : "no"};
         row(&r, v);
     }
     finish(&r, "SHOW");
@@ -243,27 +243,14 @@ static void show_help(sy_client *c)
     finish(&r, "SHOW");
 }
 
-static sy_node *find_node(sy_client *c, const char *name)
-{
-    sy_lua *lua = c->proxy->engine->lua;
-    for (int i = 0; i < lua->topo.n; i++)
-        if (strcmp(lua->topo.nodes[i]->full_name, name) == 0)
-            return lua->topo.nodes[i];
-    return NULL;
-}
-
 static void set_drained(sy_client *c, const char *name, int drained)
 {
-    sy_node *n = find_node(c, name);
-    if (!n) {
+    if (sy_node_set_enabled(c->proxy->engine, name, !drained) < 0) {
         sy_pg_notice_fields f = {.severity = "ERROR", .sqlstate = "42704",
                                  .message = "no such node (see SHOW NODES)"};
         sy__pg_build_error(&c->out, &f);
         return;
     }
-    n->forced_down = drained;
-    sy__log(c->proxy->engine, SY_LOG_INFO, "node %s %s by the admin console", name,
-            drained ? "drained" : "enabled");
     sy__pg_build_command_complete(&c->out, drained ? "DRAIN" : "ENABLE");
 }
 

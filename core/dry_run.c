@@ -194,10 +194,12 @@ int sy_route_dry_run(const char *config_path, const char *home,
         } else if (r.rejected) {
             sy__buf_printf(&b, "rejected: ERROR %s: %s\n", r.sqlstate, r.message);
             rc = SY_EPOLICY;
+        } else if (r.wait > 0) {
+            sy__buf_printf(&b, "wait: up to %.3g s for the roles to change, then route again\n",
+                           r.wait);
         } else {
             sy__buf_printf(&b, "route: %s (%s%s)\n", r.node->full_name,
-                           r.node->role == SY_ROLE_PRIMARY ? "primary" : "replica",
-                           r.node->forced_down ? ", down" : "");
+                           sy__role_name(r.node->role), r.node->forced_down ? ", down" : "");
         }
     }
     sy__session_free_identity(&session);

@@ -65,6 +65,9 @@ static const char *event_name(sy_event_type t)
     case SY_EVENT_ROLE_CHANGED: return "role_changed";
     case SY_EVENT_SPLIT_BRAIN: return "split_brain";
     case SY_EVENT_SPLIT_BRAIN_RESOLVED: return "split_brain_resolved";
+    case SY_EVENT_FAILOVER_STARTED: return "failover_started";
+    case SY_EVENT_FAILOVER_DONE: return "failover_done";
+    case SY_EVENT_FAILOVER_FAILED: return "failover_failed";
     }
     return "unknown";
 }
@@ -133,6 +136,7 @@ int sy_engine_new(sy_engine **out, const sy_engine_options *o, char *err,
     e->rand_state = (uint64_t)(uintptr_t)e;
     e->classify_cache = sy__classify_cache_new();
     sy_list_init(&e->sessions);
+    sy_list_init(&e->parked);
     sy__request_init_engine(e);
     ev_init(&e->stop_timer, stop_done_cb);
     ev_init(&e->reap_timer, reap_cb);
@@ -294,6 +298,7 @@ int sy_engine_stop(sy_engine *e, void (*done)(void *), void *user_data)
     }
     if (e->state != SY_ENGINE_STOPPING)
         sy__engine_set_state(e, SY_ENGINE_STOPPING);
+    sy__park_fail_all(e); /* nothing waits for a primary past the stop */
     sy__engine_check_stopped(e);
     return 0;
 }
@@ -301,6 +306,7 @@ int sy_engine_stop(sy_engine *e, void (*done)(void *), void *user_data)
 /* Fails every request still in flight so its callback fires once. */
 static void abort_inflight(sy_engine *e)
 {
+    sy__park_fail_all(e);
     for (int i = 0; e->lua && i < e->lua->topo.n; i++) {
         sy_pool *p = &e->lua->topo.nodes[i]->pool;
         sy__health_stop(e->lua->topo.nodes[i]);

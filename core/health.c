@@ -102,6 +102,62 @@ static void schedule_next(sy_node *n)
     ev_timer_start(node_loop(n), &h->tick);
 }
 
+/* ------------------------------------------------------------ commands */
+
+/* Ends the command (running or pending) with res or err: cleared first,
+ * since the callback may queue the next one. */
+static void finish_command(sy_node *n, PGresult *res, const char *err)
+{
+    sy_health *h = &n->health;
+    sy_health_cmd_cb cb = h->cmd_cb;
+    void *data = h->cmd_data;
+    free(h->cmd_sql);
+    h->cmd_sql = NULL;
+    h->cmd_cb = NULL;
+    h->cmd_running = 0;
+    if (cb)
+        cb(n, data, res, err);
+}
+
+static void watch(sy_node *n, int events);
+
+static void start_command(sy_node *n)
+{
+    sy_health *h = &n->health;
+    if (!PQsendQuery(h->pg, h->cmd_sql)) {
+        char why[256];
+        sy__fmt(why, sizeof why, "%s", PQerrorMessage(h->pg));
+        finish_command(n, NULL, why);
+        return;
+    }
+    set_state(h, HEALTH_QUERYING);
+    h->cmd_running = 1;
+    ev_timer_stop(node_loop(n), &h->tick);
+    ev_timer_stop(node_loop(n), &h->deadline);
+    ev_timer_set(&h->deadline, h->cmd_timeout, 0.);
+    ev_timer_start(node_loop(n), &h->deadline);
+    int flush = PQflush(h->pg);
+    watch(n, flush ? EV_READ | EV_WRITE : EV_READ);
+}
+
+int sy__health_command(sy_node *n, const char *sql, double timeout, sy_health_cmd_cb cb,
+                       void *data)
+{
+    sy_health *h = &n->health;
+    if (h->cmd_cb || !h->started_once)
+        return SY_EBUSY;
+    h->cmd_sql = sy__strdup(sql);
+    if (!h->cmd_sql)
+        return SY_ENOMEM;
+    h->cmd_cb = cb;
+    h->cmd_data = data;
+    h->cmd_timeout = timeout;
+    if (h->state == HEALTH_IDLE && h->pg && PQstatus(h->pg) == CONNECTION_OK)
+        start_command(n);
+    /* else: after the poll in flight, on its connection (poll_succeeded) */
+    return 0;
+}
+
 static void poll_failed(sy_node *n, const char *why)
 {
     sy_health *h = &n->health;
@@ -120,7 +176,11 @@ static void poll_failed(sy_node *n, const char *why)
                 h->last_error);
         sy__node_set_health(n, 0, msg);
     }
+    if (!n->healthy && h->failures >= settings(n)->health_fall)
+        sy__failover_primary_down(n); /* managed clusters; once per outage */
     schedule_next(n);
+    if (h->cmd_cb)
+        finish_command(n, NULL, h->last_error);
 }
 
 /* A replica's lag in bytes is measured against its cluster's primary's
@@ -194,8 +254,10 @@ static void poll_succeeded(sy_node *n, const PGresult *res)
     decay_idle_figures(n);
     if (!n->healthy && h->successes >= settings(n)->health_rise)
         sy__node_set_health(n, 1, "health checks pass");
-    sy__roles_observed(n, h->in_recovery);
     schedule_next(n);
+    if (h->cmd_cb && !h->cmd_running)
+        start_command(n); /* a command queued behind this poll */
+    sy__roles_observed(n, h->in_recovery);
 }
 
 static void send_poll(sy_node *n)
@@ -235,6 +297,28 @@ static void connect_step(sy_node *n)
     }
 }
 
+/* The command's results: the first is its answer, the rest drain. */
+static void command_step(sy_node *n)
+{
+    sy_health *h = &n->health;
+    PGresult *res;
+    while (!PQisBusy(h->pg) && (res = PQgetResult(h->pg)) != NULL) {
+        if (!h->cmd_result)
+            h->cmd_result = res;
+        else
+            PQclear(res);
+    }
+    if (PQisBusy(h->pg))
+        return;
+    set_state(h, HEALTH_IDLE);
+    watch(n, 0);
+    schedule_next(n);
+    PGresult *answer = h->cmd_result;
+    h->cmd_result = NULL;
+    finish_command(n, answer, answer ? NULL : "the command returned nothing");
+    PQclear(answer);
+}
+
 static void query_step(sy_node *n, int revents)
 {
     sy_health *h = &n->health;
@@ -242,6 +326,10 @@ static void query_step(sy_node *n, int revents)
         watch(n, EV_READ);
     if ((revents & EV_READ) && !PQconsumeInput(h->pg)) {
         poll_failed(n, PQerrorMessage(h->pg));
+        return;
+    }
+    if (h->cmd_running) {
+        command_step(n);
         return;
     }
     PGresult *res, *ok = NULL;
@@ -304,6 +392,10 @@ static void health_tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     sy_node *n = sy_container_of(w, sy_node, health.tick);
     sy_health *h = &n->health;
+    if (h->cmd_running) {
+        schedule_next(n); /* the command has the connection: poll after it */
+        return;
+    }
     h->started = ev_now(loop);
     ev_timer_set(&h->deadline, settings(n)->health_timeout, 0.);
     ev_timer_start(loop, &h->deadline);
@@ -384,5 +476,11 @@ void sy__health_stop(sy_node *n)
         PQclear(h->pending);
         h->pending = NULL;
     }
+    if (h->cmd_result) {
+        PQclear(h->cmd_result);
+        h->cmd_result = NULL;
+    }
+    if (h->cmd_cb)
+        finish_command(n, NULL, "health polling stopped");
     h->started_once = 0;
 }

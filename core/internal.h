@@ -212,8 +212,22 @@ typedef struct sy_health {
     double wal_position;      /* bytes: current (primary) or replayed */
     double rtt_ms;
     char last_error[256];
+    /* One command at a time on the poller's connection (failover): */
+    char *cmd_sql;            /* owned; NULL when none */
+    void (*cmd_cb)(sy_node *n, void *data, PGresult *res, const char *err);
+    void *cmd_data;
+    double cmd_timeout;
+    int cmd_running;          /* sent; otherwise waits behind the poll */
+    PGresult *cmd_result;     /* its first result, while the rest drain */
 } sy_health;
 
+typedef void (*sy_health_cmd_cb)(sy_node *n, void *data, PGresult *res, const char *err);
+/* Runs sql on n's health connection, now or right after the poll in
+ * flight, with its own timeout; cb fires once with the first result
+ * (borrowed for the call; NULL with err when the command or the connection
+ * failed).  SY_EBUSY while another command is queued or polling is off. */
+int sy__health_command(sy_node *n, const char *sql, double timeout, sy_health_cmd_cb cb,
+                       void *data);
 void sy__health_start(sy_node *n);
 void sy__health_stop(sy_node *n);
 /* The lookup the poller waited for finished (err NULL) or failed. */
@@ -278,6 +292,15 @@ struct sy_node {
     int weight;
     int healthy;
     int split_brain;         /* one of several healthy primaries (roles.c) */
+    /* Managed failover (failover.c); the cluster's settings on each node. */
+    int failover_managed;    /* its cluster's failover.mode = "managed" */
+    double write_wait;       /* s writes wait for a new primary */
+    double promote_timeout;  /* s pg_promote() may take */
+    int priority;            /* 0: never promoted */
+    int fenced;              /* an old primary: never routed to until enabled */
+    int promoting;           /* pg_promote() runs on it */
+    double promote_started;  /* ev_now when it began */
+    int failover_tried;      /* this primary's outage already tried one */
     int forced_down;         /* dry run: told to treat as down */
     double down_since;
     double lag_bytes, lag_ms; /* < 0: unknown */
@@ -295,6 +318,18 @@ sy_node *sy__node_new(sy_engine *e, const char *cluster, const char *name,
 void sy__node_ref(sy_node *n);
 void sy__node_unref(sy_node *n);
 void sy__node_set_health(sy_node *n, int healthy, const char *why);
+
+/* ------------------------------------------------------------ failover */
+
+/* A primary's health polls crossed the fall threshold: in a cluster with
+ * failover.mode = "managed", promote a replica (once per outage). */
+void sy__failover_primary_down(sy_node *old);
+/* Whether writes to the cluster of nodes[from, to) should wait for a
+ * primary: managed, no usable primary, and a promotion running or
+ * possible.  Returns the wait in seconds, or 0. */
+double sy__failover_wait(const sy_topology *t, int from, int to);
+/* An operator re-enabled a fenced node. */
+void sy__failover_unfence(sy_node *n);
 
 /* ------------------------------------------------------------ roles */
 
@@ -326,6 +361,7 @@ struct sy_lua {
     int ref_kind[6];         /* interned kind names, by sy_kind */
     int ref_empty;           /* a shared empty table for absent fields */
     int ref_apply_roles;     /* runtime.apply_roles */
+    int ref_choose_promotion; /* runtime.choose_promotion */
     int ref_node_tables;     /* array: node id -> node table */
     int ref_loaded_files;    /* array of file paths the state loaded */
     unsigned generation;     /* distinguishes states for cached refs */
@@ -358,6 +394,7 @@ void sy__lua_free(sy_lua *lua);
 typedef struct sy_route {
     sy_node *node;           /* chosen node (borrowed from the topology) */
     int rejected;            /* the policy refused the query */
+    double wait;             /* > 0: park it for up to this many seconds */
     int failed;              /* the policy raised or ran over budget */
     char sqlstate[6];
     char message[512];
@@ -402,6 +439,32 @@ void sy__lua_install_node_metatable(sy_lua *lua);
 /* Gives q the metatable that makes q.sql and q.params on first read. */
 void sy__lua_install_q_metatable(sy_lua *lua);
 
+/* ------------------------------------------------------------ park */
+
+/* Something waiting for the topology to change (park.c), embedded in its
+ * owner (a request, a proxy client), which sets the two callbacks. */
+typedef struct sy_parked sy_parked;
+struct sy_parked {
+    sy_list link;            /* engine->parked while parked */
+    ev_timer deadline;
+    double until;            /* ev_now deadline of this wait; 0: none */
+    double wait;             /* the wait it was first parked for, seconds */
+    int parked;
+    void (*retry)(sy_parked *p);                 /* roles changed: route again */
+    void (*expired)(sy_parked *p, int stopping); /* waited too long, or engine stops */
+};
+
+/* Parks p until the roles change or `wait` seconds after it was first
+ * parked (a second park keeps the first deadline); calls expired at once
+ * if that has passed. */
+void sy__park(sy_engine *e, sy_parked *p, double wait);
+/* p was routed, or its owner goes away: not parked any more. */
+void sy__park_done(sy_engine *e, sy_parked *p);
+/* The roles changed: every parked item's retry runs. */
+void sy__park_wake_all(sy_engine *e);
+/* The engine stops: every parked item's expired runs (stopping = 1). */
+void sy__park_fail_all(sy_engine *e);
+
 /* ------------------------------------------------------------ requests */
 
 struct sy_request {
@@ -433,9 +496,11 @@ struct sy_request {
     char **notices;
     int nnotices, notices_cap;
     int retried;
+    int rerouted;             /* routed again after its node went down */
     int timed_out;
     double started;           /* submitted */
     double sent_at;           /* handed to its connection */
+    sy_parked park;           /* waiting for a primary (park.c) */
 };
 
 void sy__request_conn_done(sy_request *req, int conn_broken);
@@ -564,6 +629,7 @@ struct sy_engine {
     ev_timer deferred_timer;
     sy_list retired_nodes;     /* dropped by a reload, draining */
     sy_list sessions;
+    sy_list parked;            /* sy_parked waiting for the roles (park.c) */
     int inflight;
 
     ev_signal sighup;

@@ -265,6 +265,15 @@ static int build_nodes(sy_lua *lua, int flat, const sy_topology *reuse,
         const char *conninfo = sy__lua_field_string(L, t, "conninfo");
         const char *role = sy__lua_field_string(L, t, "role");
         int weight = (int)sy__lua_field_number(L, t, "weight", 1);
+        int priority = (int)sy__lua_field_number(L, t, "priority", 1);
+        lua_getfield(L, t, "failover");
+        int fo = lua_gettop(L);
+        const char *fo_mode = lua_istable(L, fo) ? sy__lua_field_string(L, fo, "mode") : NULL;
+        int managed = fo_mode && strcmp(fo_mode, "managed") == 0;
+        double write_wait = lua_istable(L, fo) ? sy__lua_field_number(L, fo, "write_wait", 5) : 5;
+        double promote_timeout =
+            lua_istable(L, fo) ? sy__lua_field_number(L, fo, "promote_timeout", 30) : 30;
+        lua_pop(L, 1);
         sy_pool_settings ps;
         lua_getfield(L, t, "pool");
         read_pool_settings(L, lua_gettop(L), &ps);
@@ -296,6 +305,10 @@ static int build_nodes(sy_lua *lua, int flat, const sy_topology *reuse,
             }
         }
         node->id = i;
+        node->priority = priority;
+        node->failover_managed = managed;
+        node->write_wait = write_wait;
+        node->promote_timeout = promote_timeout;
         lua->topo.nodes[lua->topo.n++] = node;
         lua_pop(L, 1);
     }
@@ -365,7 +378,7 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua->set.health_fall = 3;
     lua->set.health_rise = 2;
     lua->ref_route = lua->ref_on_event = lua->ref_state = LUA_NOREF;
-    lua->ref_apply_roles = LUA_NOREF;
+    lua->ref_apply_roles = lua->ref_choose_promotion = LUA_NOREF;
     char resolved[PATH_MAX];
     const char *path = realpath(config_path, resolved) ? resolved : config_path;
     lua->config_path = sy__strdup(path);
@@ -410,6 +423,7 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua->ref_state = luaL_ref(L, LUA_REGISTRYINDEX);
 
     lua->ref_apply_roles = take_ref(L, runtime, "apply_roles");
+    lua->ref_choose_promotion = take_ref(L, runtime, "choose_promotion");
     lua->ref_q = take_ref(L, state, "q");
     lua->ref_empty = take_ref(L, state, "empty");
     lua->ref_session_default = take_ref(L, state, "session_default");

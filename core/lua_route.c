@@ -24,7 +24,7 @@ static int node_index(lua_State *L)
     if (!k)
         return 0;
     if (strcmp(k, "healthy") == 0)
-        lua_pushboolean(L, n->healthy && !n->forced_down);
+        lua_pushboolean(L, n->healthy && !n->forced_down && !n->fenced);
     else if (strcmp(k, "inflight") == 0)
         lua_pushinteger(L, n->c.inflight);
     else if (strcmp(k, "idle") == 0)
@@ -59,6 +59,8 @@ static int node_index(lua_State *L)
         lua_pushinteger(L, n->health.timeline);
     else if (strcmp(k, "split_brain") == 0)
         lua_pushboolean(L, n->split_brain);
+    else if (strcmp(k, "fenced") == 0)
+        lua_pushboolean(L, n->fenced);
     else
         return 0;
     return 1;
@@ -399,6 +401,14 @@ static void decide_from_table(sy_lua *lua, int t, const sy_route_input *in,
                               sy_route *out)
 {
     lua_State *L = lua->L;
+    lua_getfield(L, t, "wait");
+    if (lua_isnumber(L, -1) && lua_tonumber(L, -1) > 0) {
+        /* {wait = seconds}: no node yet, route again when the roles change */
+        out->wait = lua_tonumber(L, -1);
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pop(L, 1);
     lua_pushliteral(L, "id");
     lua_rawget(L, t);
     if (lua_isnumber(L, -1)) {
@@ -459,6 +469,7 @@ void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out)
     int top = lua_gettop(L);
     out->node = NULL;
     out->rejected = out->failed = 0;
+    out->wait = 0;
     out->sqlstate[0] = '\0';
     out->message[0] = '\0';
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_route);

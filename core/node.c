@@ -89,6 +89,8 @@ void sy__node_set_health(sy_node *n, int healthy, const char *why)
     if (!e)
         return;
     if (healthy) {
+        if (!n->fenced)
+            n->failover_tried = 0; /* a later outage may fail over again */
         /* The figures earned while failing describe an outage that is
          * over; a balancer that trusted them would shun the node for good. */
         n->c.error_rate = 0;

@@ -308,6 +308,8 @@ struct sy_client {
     /* The last statement routing classified (the text in the batch being
      * translated), so translation need not classify it again. */
     int batch_may_write;      /* the routed batch was not a plain read */
+    int rerouted;             /* the batch was routed again after its node went down */
+    sy_parked park;           /* the batch waits for a primary (park.c) */
     const char *cls_sql;
     size_t cls_len;
     sy_statement cls_stmt;

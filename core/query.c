@@ -228,6 +228,23 @@ void sy__route_timed(sy_engine *e, const sy_route_input *in, sy_route *out)
     }
 }
 
+static void dispatch(sy_request *req, sy_node *failed_node);
+
+static void park_retry(sy_parked *p)
+{
+    dispatch(sy_container_of(p, sy_request, park), NULL);
+}
+
+static void park_expired(sy_parked *p, int stopping)
+{
+    sy_request *req = sy_container_of(p, sy_request, park);
+    if (stopping)
+        sy__request_fail(req, SY_ESTOPPED, "57P01", "switchyard is shutting down");
+    else
+        sy__request_fail(req, SY_ECONN, "08006",
+                         "switchyard: no primary took over within %.3g s", p->wait);
+}
+
 static void dispatch(sy_request *req, sy_node *failed_node)
 {
     sy_engine *e = req->engine;
@@ -266,6 +283,13 @@ static void dispatch(sy_request *req, sy_node *failed_node)
         start_on_conn(req, conn);
         return;
     }
+    if (route.wait > 0) {
+        req->park.retry = park_retry;
+        req->park.expired = park_expired;
+        sy__park(e, &req->park, route.wait);
+        return;
+    }
+    sy__park_done(e, &req->park);
     if (failed_node && route.node == failed_node) {
         sy__request_fail(req, SY_ECONN, "08006",
                          "node %s failed and the policy chose no other node",
@@ -298,6 +322,15 @@ static void waiter_ready(sy_waiter *w, sy_conn *conn, int err)
     }
     if (err == SY_ECONN && read_is_retryable(req)) {
         retry_elsewhere(req);
+        return;
+    }
+    if (err == SY_ECONN && !req->rerouted && !node->healthy) {
+        /* Never sent, and its node went down: route it again once, so a
+         * write can wait for a failover instead of failing. */
+        req->rerouted = 1;
+        req->node = NULL;
+        dispatch(req, NULL);
+        sy__node_unref(node);
         return;
     }
     node->c.errors++;

@@ -214,6 +214,31 @@ static int translate_batch(sy_client *c, sy_link *l)
     return rc;
 }
 
+static int dispatch_batch(sy_client *c);
+
+/* Parked for a primary (park.c): the batch is still in c->batch. */
+static void park_retry(sy_parked *p)
+{
+    sy_client *c = sy_container_of(p, sy_client, park);
+    if (dispatch_batch(c) < 0) {
+        sy__client_close(c, "out of memory");
+        return;
+    }
+    if (c->state == SY_CLIENT_IDLE)
+        sy__client_process(c);
+}
+
+static void park_expired(sy_parked *p, int stopping)
+{
+    sy_client *c = sy_container_of(p, sy_client, park);
+    char msg[128];
+    sy__fmt(msg, sizeof msg, "switchyard: no primary took over within %.3g s", p->wait);
+    int rc = stopping ? fail_batch(c, "57P01", "switchyard is shutting down")
+                      : fail_batch(c, "08006", msg);
+    if (rc == 0)
+        sy__client_process(c);
+}
+
 static int dispatch_batch(sy_client *c)
 {
     sy_proxy *px = c->proxy;
@@ -252,6 +277,14 @@ static int dispatch_batch(sy_client *c)
         e->stats.rejected++;
         return fail_batch(c, route.sqlstate, route.message);
     }
+    if (route.wait > 0) {
+        c->state = SY_CLIENT_WAITING; /* no node: parked until the roles change */
+        c->park.retry = park_retry;
+        c->park.expired = park_expired;
+        sy__park(e, &c->park, route.wait);
+        return 0;
+    }
+    sy__park_done(e, &c->park);
     c->node = route.node;
     sy__node_ref(c->node);
     c->batch_may_write = r.stmt.kind != SY_KIND_READ;
@@ -293,6 +326,17 @@ static void waiter_ready(sy_waiter *w, sy_conn *conn, int err)
     if (!conn) {
         sy_node *node = c->node;
         c->node = NULL;
+        if (err == SY_ECONN && !c->rerouted && !node->healthy) {
+            /* Never sent, and its node went down: route it again once, so
+             * a write can wait for a failover instead of failing. */
+            c->rerouted = 1;
+            sy__node_unref(node);
+            if (dispatch_batch(c) < 0)
+                sy__client_close(c, "out of memory");
+            else if (c->state == SY_CLIENT_IDLE)
+                sy__client_process(c);
+            return;
+        }
         char msg[512];
         const char *state = "08006";
         if (err == SY_ETIMEOUT) {
@@ -316,6 +360,7 @@ static void waiter_ready(sy_waiter *w, sy_conn *conn, int err)
         return;
     }
     c->node->c.queries++;
+    c->rerouted = 0;
     if (link_client(c, conn) < 0 || translate_batch(c, c->linked) < 0) {
         sy__client_close(c, "out of memory");
         return;
@@ -357,7 +402,8 @@ void sy__relay_ready(sy_link *l)
 
 void sy__relay_client_gone(sy_client *c)
 {
-    if (c->state == SY_CLIENT_WAITING) {
+    sy__park_done(c->proxy->engine, &c->park);
+    if (c->state == SY_CLIENT_WAITING && c->node) {
         sy__pool_cancel(&c->node->relay_pool, &c->waiter);
         sy__node_unref(c->node);
         c->node = NULL;

@@ -38,7 +38,7 @@ static int cluster_end(const sy_topology *t, int from)
 
 static int claims_primary(const sy_node *n)
 {
-    return n->role == SY_ROLE_PRIMARY && n->healthy;
+    return n->role == SY_ROLE_PRIMARY && n->healthy && !n->fenced;
 }
 
 /* The primary of nodes [from, to): its index, -1 for none or a split. */
@@ -49,7 +49,8 @@ static int cluster_primary(const sy_topology *t, int from, int to)
         if (claims_primary(t->nodes[i])) {
             claims++;
             claim = i;
-        } else if (t->nodes[i]->role == SY_ROLE_PRIMARY && last_known < 0) {
+        } else if (t->nodes[i]->role == SY_ROLE_PRIMARY && !t->nodes[i]->fenced &&
+                   last_known < 0) {
             last_known = i;
         }
     }
@@ -90,6 +91,11 @@ int sy__roles_push(sy_lua *lua)
         }
         if (n > 0)
             lua_setfield(L, -2, "split_brain");
+        double wait = sy__failover_wait(t, from, to);
+        if (wait > 0) {
+            lua_pushnumber(L, wait);
+            lua_setfield(L, -2, "wait");
+        }
         lua_setfield(L, -2, t->nodes[from]->cluster);
     }
     char err[256];
@@ -150,6 +156,7 @@ void sy__roles_refresh(sy_engine *e)
         update_split(e, t, from, to);
     }
     sy__roles_push(lua);
+    sy__park_wake_all(e); /* writes waiting for a primary may have one now */
 }
 
 void sy__roles_observed(sy_node *n, int in_recovery)

@@ -58,6 +58,23 @@ double sy__counters_percentile(const sy_counters *c, double p)
     return bucket_edge(SY_LAT_BUCKETS - 1) * 1e3;
 }
 
+int sy_node_set_enabled(sy_engine *e, const char *name, int enabled)
+{
+    if (!e || !e->lua || !name)
+        return SY_EINVAL;
+    for (int i = 0; i < e->lua->topo.n; i++) {
+        sy_node *n = e->lua->topo.nodes[i];
+        if (strcmp(n->full_name, name) != 0)
+            continue;
+        n->forced_down = !enabled;
+        sy__log(e, SY_LOG_INFO, "node %s %s", name, enabled ? "enabled" : "drained");
+        if (enabled)
+            sy__failover_unfence(n);
+        return 0;
+    }
+    return SY_EINVAL;
+}
+
 int sy_node_count(const sy_engine *e)
 {
     if (!e || !e->lua)
@@ -88,6 +105,7 @@ static void fill_node(const sy_node *n, sy_node_stats *out)
     out->latency_p99_ms = sy__counters_percentile(&n->c, 0.99);
     const sy_health *h = &n->health;
     out->split_brain = n->split_brain;
+    out->fenced = n->fenced;
     out->timeline = h->timeline;
     out->wal_position = h->polls_ok ? h->wal_position : -1;
     out->lag_bytes = n->lag_bytes;

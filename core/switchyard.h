@@ -78,7 +78,12 @@ typedef enum sy_event_type {
     /* Two or more healthy nodes of one cluster claim to be primary: writes
      * to that cluster are refused until it is resolved. */
     SY_EVENT_SPLIT_BRAIN = 8,
-    SY_EVENT_SPLIT_BRAIN_RESOLVED = 9
+    SY_EVENT_SPLIT_BRAIN_RESOLVED = 9,
+    /* Managed failover: the primary is down, a replica is being promoted
+     * (and the old primary fenced); the promotion succeeded or failed. */
+    SY_EVENT_FAILOVER_STARTED = 10,
+    SY_EVENT_FAILOVER_DONE = 11,
+    SY_EVENT_FAILOVER_FAILED = 12
 } sy_event_type;
 
 /* One event.  Every pointer is borrowed for the duration of the callback;
@@ -340,6 +345,7 @@ typedef struct sy_node_stats {
     double latency_p99_ms;
     /* Health polling's figures; negative or 0 when not known yet. */
     int split_brain;          /* one of several healthy nodes claiming primary */
+    int fenced;               /* an old primary after a managed failover */
     int timeline;             /* 0: unknown */
     double wal_position;      /* bytes: current (primary) or replayed (replica) */
     double lag_bytes;         /* replay behind the cluster's primary; < 0 unknown */
@@ -349,6 +355,12 @@ typedef struct sy_node_stats {
     double down_for_s;        /* how long it has been down; 0 when up */
     const char *last_error;   /* the last failed poll's reason ("" if none) */
 } sy_node_stats;
+
+/* Drains (enabled = 0: no query is routed there, what runs finishes) or
+ * enables a node by its full name ("main.replica1").  Enabling also lifts
+ * the fence a managed failover put on an old primary.  0, SY_EINVAL for a
+ * name not in the current topology. */
+int sy_node_set_enabled(sy_engine *engine, const char *name, int enabled);
 
 /* Number of nodes in the current topology. */
 int sy_node_count(const sy_engine *engine);

@@ -23,11 +23,20 @@
 --                                 --   "auto" nodes have none until then
 --             weight = 1,         -- positive integer, share of reads for balancers
 --             tags = {},          -- map string -> string | number | boolean
+--             priority = 1,       -- managed failover: among replicas as far
+--                                 --   ahead, the highest is promoted; 0 never
 --           },
 --         },
 --         schemas = {},           -- schema names this cluster owns (lowercased;
 --                                 --   a schema belongs to at most one cluster)
 --         pool = {},              -- per-cluster overrides of the top-level pool
+--         failover = {            -- what happens when the primary goes down
+--           mode = "none",        --   "none": writes fail until a primary is back
+--                                 --   (an external failover is followed anyway);
+--                                 --   "managed": switchyard promotes a replica
+--           write_wait = 5,       --   s a write waits for a new primary (managed)
+--           promote_timeout = 30, --   s pg_promote() may take
+--         },
 --       },
 --     },
 --     default_cluster = nil,      -- required when there is more than one cluster;
@@ -95,6 +104,7 @@ local check_number, check_string, check_boolean = check.check_number, check.chec
   check.check_boolean
 local check_number_fields, merge = check.check_number_fields, check.merge
 local check_settings, finite = check.check_settings, check.finite
+local check_choice = check.check_choice
 
 local config = {}
 
@@ -151,8 +161,13 @@ local TOP_KEYS = {
   "clusters", "default_cluster", "policy", "policy_options", "pool", "query_timeout",
   "retry_reads", "write_functions", "route_budget", "log_level", "watch", "health", "proxy",
 }
-local CLUSTER_KEYS = { "nodes", "schemas", "pool" }
-local NODE_KEYS = { "name", "conninfo", "role", "weight", "tags" }
+local CLUSTER_KEYS = { "nodes", "schemas", "pool", "failover" }
+local FAILOVER_MODES = { "none", "managed" }
+local FAILOVER_FIELDS = {
+  { key = "write_wait", min = 0 },
+  { key = "promote_timeout", min = 0, positive = true },
+}
+local NODE_KEYS = { "name", "conninfo", "role", "weight", "tags", "priority" }
 local ROLES = { primary = true, replica = true, auto = true }
 local LOG_LEVELS = { "debug", "info", "warn", "error" }
 
@@ -240,6 +255,11 @@ local function check_node(errs, path, raw, cluster_name)
   end
 
   node.tags = check_tags(errs, child(path, "tags"), raw.tags)
+  if raw.priority == nil then
+    node.priority = 1
+  else
+    node.priority = check_number(errs, child(path, "priority"), raw.priority, { int = true, min = 0 })
+  end
   return node
 end
 
@@ -351,6 +371,20 @@ local HEALTH_FIELDS = {
 }
 
 
+local FAILOVER_DEFAULTS = { mode = "none", write_wait = 5, promote_timeout = 30 }
+
+local function check_failover(errs, path, raw)
+  if raw == nil then return merge(FAILOVER_DEFAULTS, {}) end
+  local out = merge(FAILOVER_DEFAULTS, check_number_fields(errs, path, raw, FAILOVER_FIELDS, true))
+  if type(raw) == "table" then
+    check_keys(errs, path, raw, { "mode", "write_wait", "promote_timeout" })
+    if raw.mode ~= nil then
+      out.mode = check_choice(errs, child(path, "mode"), raw.mode, FAILOVER_MODES)
+    end
+  end
+  return out
+end
+
 local function check_clusters(errs, raw, base_pool)
   local list, by_name, owner = {}, {}, {}
   if raw == nil then
@@ -389,6 +423,7 @@ local function check_clusters(errs, raw, base_pool)
           owner[s] = name
         end
       end
+      cluster.failover = check_failover(errs, child(path, "failover"), c.failover)
       local over = check_pool_fields(errs, child(path, "pool"), c.pool)
       cluster.pool = merge(base_pool, over)
       if c.pool ~= nil and next(over) ~= nil then

@@ -172,7 +172,19 @@ local function check_settings(errs, path, raw, fields, defaults)
   return merge(defaults, check_number_fields(errs, path, raw, fields))
 end
 
+-- One of a fixed set of strings; returns it or nil.
+local function check_choice(errs, path, v, choices)
+  for _, c in ipairs(choices) do
+    if v == c then return v end
+  end
+  local shown = {}
+  for i, c in ipairs(choices) do shown[i] = ("%q"):format(c) end
+  expected(errs, path, "one of " .. table.concat(shown, ", "), v)
+  return nil
+end
+
 check.check_settings = check_settings
+check.check_choice = check_choice
 check.describe = describe
 check.is_identifier = is_identifier
 check.child = child

@@ -76,7 +76,7 @@ local child, index, add, expected = check_lib.child, check_lib.index, check_lib.
 local check_keys, array_length = check_lib.check_keys, check_lib.array_length
 local check_string, check_boolean = check_lib.check_string, check_lib.check_boolean
 local check_number_fields, merge = check_lib.check_number_fields, check_lib.merge
-local check_settings = check_lib.check_settings
+local check_settings, check_choice = check_lib.check_settings, check_lib.check_choice
 
 local proxy_section = {}
 
@@ -163,17 +163,6 @@ local function check_section(errs, path, raw, keys)
   end
   check_keys(errs, path, raw, keys)
   return raw
-end
-
--- One of a fixed set of strings; returns it or nil.
-local function check_choice(errs, path, v, choices)
-  for _, c in ipairs(choices) do
-    if v == c then return v end
-  end
-  local shown = {}
-  for i, c in ipairs(choices) do shown[i] = ("%q"):format(c) end
-  expected(errs, path, "one of " .. table.concat(shown, ", "), v)
-  return nil
 end
 
 -- A file path resolved against config_dir that must exist; returns the

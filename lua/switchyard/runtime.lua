@@ -50,6 +50,7 @@ local function build_topology(cfg)
         role = n.role == "auto" and "unknown" or n.role,
         weight = n.weight,
         tags = n.tags,
+        priority = n.priority,
       }
       topo.nodes[id] = node
       topo.by_name[node.name] = node
@@ -62,6 +63,7 @@ local function build_topology(cfg)
       flat[id] = {
         full_name = n.full_name, name = n.name, cluster = c.name,
         conninfo = n.conninfo, role = n.role, weight = n.weight, pool = c.pool,
+        priority = n.priority, failover = c.failover,
       }
     end
     for _, schema in ipairs(cluster.schemas) do
@@ -85,7 +87,7 @@ local function load_policy(path)
   if type(policy.route) ~= "function" then
     error("policy " .. path .. ": route(q) is missing (the table has no function 'route')", 0)
   end
-  for _, hook in ipairs({ "selftest", "on_event" }) do
+  for _, hook in ipairs({ "selftest", "on_event", "failover" }) do
     if policy[hook] ~= nil and type(policy[hook]) ~= "function" then
       error("policy " .. path .. ": " .. hook .. " must be a function, got " .. type(policy[hook]), 0)
     end
@@ -165,7 +167,41 @@ function runtime.apply_roles(state, roles, clusters)
     end
     cluster.primary = info.primary and topo.nodes[info.primary] or nil
     cluster.split_brain = info.split_brain
+    cluster.failover_wait = info.wait
   end
+end
+
+-- The default choice of a managed failover: the candidate that replayed
+-- the most WAL (it loses the fewest acknowledged writes), then the higher
+-- priority, then the one listed first.
+local function default_failover(_, candidates)
+  local best
+  for _, n in ipairs(candidates) do
+    if best == nil then
+      best = n
+    else
+      local a, b = n.wal_position or -1, best.wal_position or -1
+      if a > b or (a == b and n.priority > best.priority) then best = n end
+    end
+  end
+  return best
+end
+
+-- Managed failover: which replica to promote.  ids: the healthy replicas
+-- of the cluster with priority > 0, in config order.  The policy's
+-- failover(cluster, candidates) decides if it has one (a node, or nil to
+-- promote none); returns the chosen node's id or nil.
+function runtime.choose_promotion(state, cluster_name, ids)
+  local topo = state.topology
+  local candidates = {}
+  for i, id in ipairs(ids) do candidates[i] = topo.nodes[id] end
+  local choose = state.policy.failover or default_failover
+  local node = choose(topo.clusters[cluster_name], candidates)
+  if node == nil then return nil end
+  for _, c in ipairs(candidates) do
+    if c == node then return node.id end
+  end
+  error("failover() returned a node that is not one of the candidates", 0)
 end
 
 -- Percent-decodes sqlcommenter values ('a%20b' -> 'a b').

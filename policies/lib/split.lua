@@ -34,7 +34,9 @@
 --   5. No replica to take it (none healthy, or the balancer found none good
 --      enough): the primary, unless options.fallback_to_primary = false.
 --   6. No usable primary: the statement is rejected with SQLSTATE 08006 so
---      the client sees why instead of a timeout.
+--      the client sees why instead of a timeout; while a managed failover
+--      can still give the cluster one (cluster.failover_wait), it waits for
+--      it instead ({ wait = seconds }), and runs on the new primary.
 --
 -- Options (policy_options in the config):
 --   balancer            built-in name ("round_robin", "weighted",
@@ -167,11 +169,22 @@ function split.new(sy, extra_options)
 
   local candidates, ncandidates = {}, 0
 
+  local function trace(msg, ...)
+    if sy.tracing then sy.trace(msg:format(...)) end
+  end
+
   local function primary_of(cluster, failed_name)
     local p = cluster.primary
     if cluster.split_brain then
       return nil, ("switchyard: cluster %q has more than one primary (%s); writes are refused until "
         .. "one remains"):format(cluster.name, table.concat(cluster.split_brain, ", ")), "08006"
+    end
+    if (p == nil or not p.healthy) and cluster.failover_wait then
+      -- A managed failover is under way: the statement waits for the new
+      -- primary (up to failover.write_wait), then is routed again.
+      trace("no primary in cluster %s: waiting up to %g s for the failover", cluster.name,
+        cluster.failover_wait)
+      return { wait = cluster.failover_wait }
     end
     if p == nil then
       return nil, ("switchyard: cluster %q has no primary to run this statement"):format(cluster.name),
@@ -239,10 +252,6 @@ function split.new(sy, extra_options)
       if lag == nil or lag > max_bytes then return false end
     end
     return true
-  end
-
-  local function trace(msg, ...)
-    if sy.tracing then sy.trace(msg:format(...)) end
   end
 
   function router.route(q, cluster)

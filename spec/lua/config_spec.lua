@@ -84,8 +84,26 @@ describe("config.validate on a good config", function()
     assert.equal("primary", main.primary)
     assert.equal(3, #main.nodes)
     assert.same({ name = "replica1", full_name = "main.replica1", cluster = "main",
-      conninfo = "host=127.0.0.1 port=5433", role = "replica", weight = 1, tags = {} },
+      conninfo = "host=127.0.0.1 port=5433", role = "replica", weight = 1, tags = {}, priority = 1 },
       main.nodes[2])
+    assert.same({ mode = "none", write_wait = 5, promote_timeout = 30 }, main.failover)
+  end)
+
+  it("checks a cluster's failover settings and node priorities", function()
+    local raw = base()
+    raw.clusters.main.failover = { mode = "managed", write_wait = 2 }
+    raw.clusters.main.nodes[2].priority = 0
+    local cfg = assert(validate(raw))
+    assert.same({ mode = "managed", write_wait = 2, promote_timeout = 30 }, cfg.clusters[1].failover)
+    assert.equal(0, cfg.clusters[1].nodes[2].priority)
+    raw.clusters.main.failover = { mode = "auto", write_wait = -1, after = 3 }
+    raw.clusters.main.nodes[2].priority = 1.5
+    local _, errs = validate(raw)
+    has_error(errs, 'clusters.main.failover.mode: expected one of "none", "managed", got string "auto"')
+    has_error(errs, "clusters.main.failover.after: unknown key")
+    has_error(errs, "clusters.main.nodes[2].priority: expected a non-negative integer, got number 1.5")
+    has_error(errs, "clusters.main.failover.write_wait: expected a non-negative number, got number -1")
+    assert.is_true(#errs >= 4)
   end)
 
   it("sorts clusters by name, merges pool overrides, maps schemas to owners", function()

@@ -231,7 +231,7 @@ function Engine:node_stats()
       waiting = st.pool_waiting, exhausted = tonumber(st.pool_exhausted),
       latency_avg_ms = st.latency_avg_ms, p50 = st.latency_p50_ms,
       p95 = st.latency_p95_ms, p99 = st.latency_p99_ms,
-      split_brain = st.split_brain == 1, timeline = st.timeline,
+      split_brain = st.split_brain == 1, fenced = st.fenced == 1, timeline = st.timeline,
       wal_position = st.wal_position, lag_bytes = st.lag_bytes, lag_ms = st.lag_ms,
       rtt_ms = st.rtt_ms, polls_ok = tonumber(st.polls_ok), polls_failed = tonumber(st.polls_failed),
       down_for_s = st.down_for_s, last_error = ffi.string(st.last_error),
@@ -259,6 +259,47 @@ function Engine:events_of(kind)
 end
 
 -- Stops gracefully, then frees engine and loop.
+-- A steady load: pump() keeps `concurrency` (4) statements in flight,
+-- make(seq) giving each one's sql and params.  Acknowledged ones land in
+-- w.acked ({ seq, value, at }), failed ones in w.failures ({ seq, sent,
+-- message }); `at` and `sent` are cluster.now() times.  w.run_while(pred,
+-- timeout) pumps until pred() is false.
+function Engine:writer(make, concurrency)
+  local now = require("support.cluster").now
+  local w = { acked = {}, failures = {}, inflight = 0, seq = 0 }
+  function w.pump()
+    while w.inflight < (concurrency or 4) do
+      w.seq = w.seq + 1
+      local seq, sent = w.seq, now()
+      w.inflight = w.inflight + 1
+      local sql, params = make(seq)
+      self:submit(sql, params, function(r)
+        w.inflight = w.inflight - 1
+        if r.ok then
+          w.acked[#w.acked + 1] = { seq = seq, value = r.value, at = now() }
+        else
+          w.failures[#w.failures + 1] = { seq = seq, sent = sent, message = r.message }
+        end
+      end)
+    end
+  end
+  function w.run_while(pred, timeout)
+    return self:run_until(function()
+      w.pump()
+      return not pred()
+    end, timeout)
+  end
+  return w
+end
+
+-- Waits until every node has been polled once (roles and figures known).
+function Engine:wait_polled(timeout)
+  return self:run_until(function()
+    for _, st in pairs(self:node_stats()) do if st.polls_ok == 0 then return false end end
+    return true
+  end, timeout or 10)
+end
+
 -- Every event so far, one a line, for failure messages.
 function Engine:event_log()
   local lines = {}

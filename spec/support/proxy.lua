@@ -8,7 +8,7 @@ local M = {}
 
 --- Starts the proxy.  opts: proxy (text inside proxy = { ... } after
 --- listen), extra (top-level config text; default a small pool),
---- log_level, config_extra.  Returns a handle:
+--- log_level, cluster_extra (text in each cluster's table).  Returns a handle:
 ---   port, log, config, dir, pid
 ---   conninfo(extra)        libpq conninfo through the proxy
 ---   psql(sql, opts)        runs psql through the proxy (see Bed:try_psql)
@@ -28,6 +28,7 @@ function M.start(bed, opts)
     path = dir .. "/proxy_config.lua",
     log_level = opts.log_level or "info",
     default_cluster = opts.default_cluster,
+    cluster_extra = opts.cluster_extra,
     extra = (opts.extra or "pool = { min = 1, max = 8 },") .. "\n" .. section,
   })
   local log = dir .. "/proxy.log"
