@@ -53,18 +53,24 @@ static int candidate(const sy_node *n)
            n->priority > 0;
 }
 
+/* Writes wait while a promotion runs, or while a primary is down and has
+ * not had its failover yet (the threshold is still being counted), with a
+ * replica to promote.  A failover that failed or found no replica does not
+ * make writes wait: they fail at once until an operator steps in. */
 double sy__failover_wait(const sy_topology *t, int from, int to)
 {
     if (from >= to || !t->nodes[from]->failover_managed)
         return 0;
-    int promoting = 0, candidates = 0;
+    int promoting = 0, pending = 0, candidates = 0;
     for (int i = from; i < to; i++) {
-        if (usable_primary(t->nodes[i]))
+        const sy_node *n = t->nodes[i];
+        if (usable_primary(n))
             return 0;
-        promoting |= t->nodes[i]->promoting;
-        candidates += candidate(t->nodes[i]);
+        promoting |= n->promoting;
+        pending |= n->role == SY_ROLE_PRIMARY && !n->healthy && !n->fenced && !n->failover_tried;
+        candidates += candidate(n);
     }
-    return promoting || candidates ? t->nodes[from]->write_wait : 0;
+    return promoting || (pending && candidates) ? t->nodes[from]->write_wait : 0;
 }
 
 /* ------------------------------------------------------------ repointing */
@@ -197,7 +203,7 @@ static void repoint(sy_node *r, sy_node *to)
 
 static void promoted(sy_node *n, void *data, PGresult *res, const char *err)
 {
-    (void)data;
+    sy_node *old = data; /* referenced by sy__failover_primary_down */
     sy_engine *e = n->engine;
     n->promoting = 0;
     double took = ev_now(e->loop) - n->promote_started;
@@ -210,10 +216,16 @@ static void promoted(sy_node *n, void *data, PGresult *res, const char *err)
                               : "pg_promote() returned false (not promoted within the timeout)";
         sy__log(e, SY_LOG_ERROR, "failover: promoting %s failed: %s", n->full_name, why);
         sy__emit(e, SY_EVENT_FAILOVER_FAILED, n->cluster, n->full_name,
-                 "promoting %s failed after %.3f s: %s", n->full_name, took, why);
+                 "promoting %s failed after %.3f s: %s; %s is no longer fenced", n->full_name,
+                 took, why, old->full_name);
+        /* Nothing took its place: the old primary is the primary again if
+         * it comes back (and may fail over again after that). */
+        old->fenced = 0;
+        sy__node_unref(old);
         sy__roles_refresh(e); /* no promotion running: writes stop waiting */
         return;
     }
+    sy__node_unref(old);
     sy__log(e, SY_LOG_WARN, "failover: %s promoted in %.3f s", n->full_name, took);
     sy__emit(e, SY_EVENT_FAILOVER_DONE, n->cluster, n->full_name,
              "%s is the primary of cluster %s (promoted in %.3f s)", n->full_name, n->cluster, took);
@@ -300,8 +312,9 @@ void sy__failover_primary_down(sy_node *old)
              old->full_name, old->health.last_error, n->full_name, old->full_name);
     char sql[96];
     sy__fmt(sql, sizeof sql, "SELECT pg_promote(true, %d)", (int)(n->promote_timeout + 0.5));
-    if (sy__health_command(n, sql, n->promote_timeout + 5, promoted, NULL) < 0)
-        promoted(n, NULL, NULL, "its health poller is busy");
+    sy__node_ref(old); /* until promoted() */
+    if (sy__health_command(n, sql, n->promote_timeout + 5, promoted, old) < 0)
+        promoted(n, old, NULL, "its health poller is busy");
     else
         sy__roles_refresh(e); /* fenced, and writes wait */
 }

@@ -109,6 +109,10 @@ static void schedule_next(sy_node *n)
 static void finish_command(sy_node *n, PGresult *res, const char *err)
 {
     sy_health *h = &n->health;
+    if (h->cmd_result && h->cmd_result != res) {
+        PQclear(h->cmd_result); /* a partial answer of a failed command */
+    }
+    h->cmd_result = NULL;
     sy_health_cmd_cb cb = h->cmd_cb;
     void *data = h->cmd_data;
     free(h->cmd_sql);
@@ -163,6 +167,9 @@ static void poll_failed(sy_node *n, const char *why)
     sy_health *h = &n->health;
     /* why may point into the connection's own error buffer: copy first. */
     sy__fmt(h->last_error, sizeof h->last_error, "%s", why);
+    /* Marking the node down fails its pools' waiters, which may drop the
+     * last reference of a node a reload removed: keep it until the end. */
+    sy__node_ref(n);
     close_conn(n);
     h->successes = 0;
     h->failures++;
@@ -181,6 +188,7 @@ static void poll_failed(sy_node *n, const char *why)
     schedule_next(n);
     if (h->cmd_cb)
         finish_command(n, NULL, h->last_error);
+    sy__node_unref(n); /* the last one stops the poller it just scheduled */
 }
 
 /* A replica's lag in bytes is measured against its cluster's primary's
@@ -241,6 +249,7 @@ static double bounded_lag_ms(sy_node *n, double server_ms)
 static void poll_succeeded(sy_node *n, const PGresult *res)
 {
     sy_health *h = &n->health;
+    sy__node_ref(n); /* as in poll_failed: set_health may drop the last */
     h->rtt_ms = (sy__monotonic() - h->sent_at) * 1e3;
     h->ok_sent_at = h->sent_at;
     h->in_recovery = PQgetvalue(res, 0, 0)[0] == 't';
@@ -258,6 +267,7 @@ static void poll_succeeded(sy_node *n, const PGresult *res)
     if (h->cmd_cb && !h->cmd_running)
         start_command(n); /* a command queued behind this poll */
     sy__roles_observed(n, h->in_recovery);
+    sy__node_unref(n);
 }
 
 static void send_poll(sy_node *n)
@@ -446,7 +456,7 @@ static void health_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
     sy_node *n = sy_container_of(w, sy_node, health.deadline);
     char why[96];
     sy__fmt(why, sizeof why, "no answer within %.3g s",
-            settings(n)->health_timeout);
+            n->health.cmd_running ? n->health.cmd_timeout : settings(n)->health_timeout);
     poll_failed(n, why);
 }
 

@@ -526,7 +526,8 @@ struct sy_session {
     /* Read-your-writes: the session's last write (sy__session_wrote). */
     int write_open;           /* a write or a transaction since the last mark */
     double write_at;          /* monotonic time it was done */
-    sy_node *write_node;      /* referenced: where it ran */
+    char *write_node;         /* owned full name of the primary it ran on:
+                               * a name, so a reload can drop the node */
     double write_lsn;         /* bound found for it; < 0 not yet */
     double write_lsn_shown;   /* what q.session.write_lsn holds (lua_route.c) */
 };

@@ -22,6 +22,11 @@ static void deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 void sy__park(sy_engine *e, sy_parked *p, double wait)
 {
+    if (SY_ENGINE_CLOSING(e)) {
+        p->until = 0;
+        p->expired(p, 1); /* nothing waits past a stop */
+        return;
+    }
     double now = ev_now(e->loop);
     if (p->until <= 0) {
         p->until = now + wait;

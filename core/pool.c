@@ -219,7 +219,19 @@ static void schedule_reconnect(sy_pool *pool)
     ev_timer_start(pool_loop(pool), &pool->reconnect);
 }
 
+static void conn_failed(sy_pool *pool, sy_conn *conn, const char *why);
+
 void sy__pool_conn_failed(sy_pool *pool, sy_conn *conn, const char *why)
+{
+    /* Marking the node down fails waiters, which may drop the last
+     * reference of a node a reload removed (and destroy this pool). */
+    sy_node *node = pool->node;
+    sy__node_ref(node);
+    conn_failed(pool, conn, why);
+    sy__node_unref(node);
+}
+
+static void conn_failed(sy_pool *pool, sy_conn *conn, const char *why)
 {
     char msg[sizeof pool->last_error];
     sy__fmt(msg, sizeof msg, "%s", why);
@@ -240,7 +252,8 @@ void sy__pool_conn_failed(sy_pool *pool, sy_conn *conn, const char *why)
      * connections: fail them now so reads can be retried elsewhere. */
     if (pool->n_connecting == 0)
         fail_waiters(pool, SY_ECONN);
-    schedule_reconnect(pool);
+    if (!pool->closing)
+        schedule_reconnect(pool);
 }
 
 static void reconnect_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -286,7 +286,13 @@ static void dispatch(sy_request *req, sy_node *failed_node)
     if (route.wait > 0) {
         req->park.retry = park_retry;
         req->park.expired = park_expired;
-        sy__park(e, &req->park, route.wait);
+        double wait = route.wait;
+        if (req->timeout > 0) {
+            /* The query's own timeout covers its wait too. */
+            double left = req->timeout - (ev_now(e->loop) - req->started);
+            wait = left < wait ? (left > 0 ? left : 0) : wait;
+        }
+        sy__park(e, &req->park, wait);
         return;
     }
     sy__park_done(e, &req->park);

@@ -195,6 +195,9 @@ static int fail_batch(sy_client *c, const char *sqlstate, const char *message)
         sy__pg_build_ready(&b, sy__relay_status(c, NULL));
     int rc = sy__buf_append(&c->out, b.buf, b.len);
     sy__buf_free(&b);
+    /* The batch is done with: a later one parks or reroutes afresh. */
+    sy__park_done(c->proxy->engine, &c->park);
+    c->rerouted = 0;
     c->cls_sql = NULL;
     sy__buf_reset(&c->batch);
     c->state = SY_CLIENT_IDLE;

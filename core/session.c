@@ -121,29 +121,44 @@ static void unpin(sy_session *s, int close_conn)
 
 void sy__session_statement(sy_session *s, sy_node *node, int may_write, int in_tx)
 {
+    /* Only a primary takes writes: a transaction a policy sent to a
+     * replica (BEGIN READ ONLY) wrote nothing anyone must wait for. */
+    if (node->role != SY_ROLE_PRIMARY) {
+        s->write_open = 0;
+        return;
+    }
     s->write_open |= may_write || in_tx;
     if (in_tx || !s->write_open)
         return;
     s->write_open = 0;
     s->write_at = sy__monotonic();
     s->write_lsn = -1;
-    if (s->write_node != node) {
-        sy__node_unref(s->write_node);
-        s->write_node = node;
-        sy__node_ref(node);
+    if (!s->write_node || strcmp(s->write_node, node->full_name) != 0) {
+        free(s->write_node);
+        s->write_node = sy__strdup(node->full_name); /* NULL: forgotten, reads stay safe */
     }
+}
+
+static const sy_node *node_named(const sy_engine *e, const char *name)
+{
+    for (int i = 0; e && e->lua && i < e->lua->topo.n; i++)
+        if (strcmp(e->lua->topo.nodes[i]->full_name, name) == 0)
+            return e->lua->topo.nodes[i];
+    return NULL;
 }
 
 double sy__session_write_lsn(sy_session *s)
 {
     if (!s->write_node)
-        return -2;
+        return s->write_at > 0 ? -1 : -2;
     if (s->write_lsn < 0) {
         /* Polls see positions no later than the server's, so a poll sent
          * after the commit bounds it from above: replicas that replayed
-         * that far have the write. */
-        const sy_health *h = &s->write_node->health;
-        if (h->polls_ok > 0 && h->ok_sent_at > s->write_at && !h->in_recovery)
+         * that far have the write.  A node a reload dropped bounds
+         * nothing: its reads stay on the primary until the next write. */
+        const sy_node *n = node_named(s->engine, s->write_node);
+        const sy_health *h = n ? &n->health : NULL;
+        if (h && h->polls_ok > 0 && h->ok_sent_at > s->write_at && !h->in_recovery)
             s->write_lsn = h->wal_position;
     }
     return s->write_lsn;
@@ -189,8 +204,6 @@ void sy__session_detach(sy_session *s)
     /* An open transaction or session state must never reach another user:
      * the connection is closed rather than returned. */
     unpin(s, 1);
-    sy__node_unref(s->write_node);
-    s->write_node = NULL;
     if (s->engine->lua)
         sy__lua_forget_session(s->engine->lua, s);
     sy_list_remove(&s->link);
@@ -208,6 +221,7 @@ void sy__session_free_identity(sy_session *s)
     free(s->user);
     free(s->database);
     free(s->application_name);
+    free(s->write_node);
 }
 
 void sy__session_destroy(sy_session *s)

@@ -85,7 +85,8 @@ async function main() {
   await client.query('BEGIN')
   await client.query(ins(22))
   await client.query('ROLLBACK')
-  out.rollback_rows = (await client.query({ text: `SELECT count(*)::int AS v FROM ${TABLE} WHERE id = 22` })).rows[0].v
+  // On the primary: a replica may not have replayed the CREATE TABLE yet.
+  out.rollback_rows = (await client.query({ text: `/* sy: route=primary */ SELECT count(*)::int AS v FROM ${TABLE} WHERE id = 22` })).rows[0].v
 
   step = 'pool_prepared'
   const pool = new pg.Pool({ ...CONF, max: 4 })

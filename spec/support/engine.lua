@@ -387,7 +387,7 @@ function M.write_config(bed, opts)
     node(c.primary, "primary")
     for i, r in ipairs(c.replicas) do
       local w = opts.weights and opts.weights[i]
-      node(r, "replica", w and (", weight = " .. w) or "")
+      node(r, "replica", (w and (", weight = " .. w) or "") .. (opts.replica_extra or ""))
     end
     lines[#lines + 1] = "    }" .. (opts.cluster_extra and (", " .. opts.cluster_extra) or "") .. " },"
   end
