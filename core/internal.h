@@ -362,6 +362,7 @@ struct sy_lua {
     int ref_empty;           /* a shared empty table for absent fields */
     int ref_apply_roles;     /* runtime.apply_roles */
     int ref_choose_promotion; /* runtime.choose_promotion */
+    int ref_q_keys;          /* q's field names, interned (lua_route.c) */
     int ref_node_tables;     /* array: node id -> node table */
     int ref_loaded_files;    /* array of file paths the state loaded */
     unsigned generation;     /* distinguishes states for cached refs */

@@ -292,6 +292,13 @@ void sy__lua_forget_session(sy_lua *lua, sy_session *s)
     lua_pop(L, 1);
 }
 
+/* q's keys, interned once (sy__lua_install_q_metatable): lua_setfield
+ * would hash and look up each key string on every decision. */
+enum { QK_SQL = 1, QK_KIND, QK_IN_TX, QK_FLAGS, QK_HINTS, QK_SCHEMAS, QK_PARAMS,
+       QK_SESSION, QK_RETRY, QK_COUNT = QK_RETRY };
+static const char *const q_key_names[QK_COUNT] = {
+    "sql", "kind", "in_tx", "flags", "hints", "schemas", "params", "session", "retry"};
+
 /* q.sql and q.params are made when the policy first reads them in a
  * decision (most never do): a Lua string of every statement's text would
  * be the largest part of a decision's cost and of the garbage it leaves. */
@@ -317,6 +324,12 @@ static int q_index(lua_State *L)
 void sy__lua_install_q_metatable(sy_lua *lua)
 {
     lua_State *L = lua->L;
+    lua_createtable(L, QK_COUNT, 0);
+    for (int i = 0; i < QK_COUNT; i++) {
+        lua_pushstring(L, q_key_names[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua->ref_q_keys = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_q);
     lua_createtable(L, 0, 1);
     lua_pushlightuserdata(L, lua);
@@ -326,19 +339,27 @@ void sy__lua_install_q_metatable(sy_lua *lua)
     lua_pop(L, 1);
 }
 
-/* Removes q[k] if the last decision left it.  Assigning nil to a key the
+/* q[key] = the value on top of the stack (popped).  q has no __newindex,
+ * so a raw set is what an assignment would do. */
+static void set_q(lua_State *L, int q, int keys, int key)
+{
+    lua_rawgeti(L, keys, key);
+    lua_insert(L, -2);
+    lua_rawset(L, q);
+}
+
+/* Removes q[key] if the last decision left it.  Assigning nil to a key the
  * table lacks is not free in LuaJIT: it inserts the key, and the table
  * rehashes on every decision (measured: a third of a decision's cost). */
-static void clear_field(lua_State *L, int q, const char *k)
+static void clear_q(lua_State *L, int q, int keys, int key)
 {
-    lua_pushstring(L, k);
+    lua_rawgeti(L, keys, key);
     lua_rawget(L, q);
     int present = !lua_isnil(L, -1);
     lua_pop(L, 1);
     if (present) {
-        lua_pushstring(L, k);
         lua_pushnil(L);
-        lua_rawset(L, q);
+        set_q(L, q, keys, key);
     }
 }
 
@@ -347,28 +368,31 @@ static void fill_q(sy_lua *lua, int q, const sy_route_input *in)
     lua_State *L = lua->L;
     const sy_statement *st = in->stmt;
     lua->current_input = in;
-    clear_field(L, q, "sql");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_q_keys);
+    int keys = lua_gettop(L);
+    clear_q(L, q, keys, QK_SQL);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_kind[st->kind]);
-    lua_setfield(L, q, "kind");
+    set_q(L, q, keys, QK_KIND);
     lua_pushboolean(L, in->in_tx);
-    lua_setfield(L, q, "in_tx");
+    set_q(L, q, keys, QK_IN_TX);
     push_flags(lua, st->flags);
-    lua_setfield(L, q, "flags");
+    set_q(L, q, keys, QK_FLAGS);
     push_hints(lua, in->sql, st);
-    lua_setfield(L, q, "hints");
+    set_q(L, q, keys, QK_HINTS);
     push_schemas(lua, in->sql, st);
-    lua_setfield(L, q, "schemas");
-    clear_field(L, q, "params");
+    set_q(L, q, keys, QK_SCHEMAS);
+    clear_q(L, q, keys, QK_PARAMS);
     push_session(lua, in->session);
-    lua_setfield(L, q, "session");
+    set_q(L, q, keys, QK_SESSION);
     if (in->failed_node) {
         lua_createtable(L, 0, 1);
         push_node_table(lua, in->failed_node);
         lua_setfield(L, -2, "failed");
-        lua_setfield(L, q, "retry");
+        set_q(L, q, keys, QK_RETRY);
     } else {
-        clear_field(L, q, "retry");
+        clear_q(L, q, keys, QK_RETRY);
     }
+    lua_pop(L, 1); /* keys */
 }
 
 /* ------------------------------------------------------------ decisions */
@@ -401,7 +425,9 @@ static void decide_from_table(sy_lua *lua, int t, const sy_route_input *in,
                               sy_route *out)
 {
     lua_State *L = lua->L;
-    lua_getfield(L, t, "wait");
+    /* Raw: a node table's __index (node_index) would run for the miss. */
+    lua_pushliteral(L, "wait");
+    lua_rawget(L, t);
     if (lua_isnumber(L, -1) && lua_tonumber(L, -1) > 0) {
         /* {wait = seconds}: no node yet, route again when the roles change */
         out->wait = lua_tonumber(L, -1);

@@ -275,8 +275,13 @@ function split.new(sy, extra_options)
       return primary_of(cluster, failed_name)
     end
 
-    local level, max_ms, max_bytes = consistency_of(q)
-    if level == nil then return nil, max_ms, max_bytes end
+    -- The common case, eventual, costs two lookups (this runs per query).
+    local level = hints and hints.consistency or q.session.vars.consistency or default_level
+    local max_ms, max_bytes
+    if level ~= "eventual" then
+      level, max_ms, max_bytes = consistency_of(q)
+      if level == nil then return nil, max_ms, max_bytes end
+    end
     if level == "strong" then
       trace("strong read: the primary of cluster %s", cluster.name)
       return primary_of(cluster, failed_name)

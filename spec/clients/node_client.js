@@ -39,7 +39,13 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 async function poll(db, text, want, seconds = 5) {
   const deadline = Date.now() + seconds * 1000
   for (;;) {
-    const got = (await db.query(text)).rows[0].v
+    let got
+    try {
+      got = (await db.query(text)).rows[0].v
+    } catch (e) {
+      // A replica that has not replayed the CREATE TABLE yet (42P01).
+      if (e.code !== '42P01' || Date.now() > deadline) throw e
+    }
     if (got === want || Date.now() > deadline) return got
     await sleep(50)
   }
