@@ -243,8 +243,12 @@ void sy__link_release(sy_link *l, int broken)
     sy__node_unref(node);
 }
 
-static void backend_lost(sy_link *l, const char *why)
+static void backend_lost(sy_link *l, const char *reason)
 {
+    /* reason may be the relay's own error text, which the release below
+     * frees: copy it first. */
+    char why[256];
+    sy__fmt(why, sizeof why, "%s", reason);
     sy_client *c = l->client;
     sy_conn *conn = l->conn;
     sy__log(conn->pool->node->engine, SY_LOG_WARN, "node %s: server connection lost: %s",
