@@ -52,7 +52,8 @@ describe("managed failover through the proxy", function()
       end
     end
     assert.is_true(#acked > 0, text .. px.log_text())
-    assert.is_true(after_kill > 0, "no write ran on a new primary: " .. text:sub(-600) .. "\n" .. px.log_text():sub(-6000))
+    assert.is_true(after_kill > 0,
+      "no write ran on a new primary: " .. text:sub(-600) .. "\n" .. px.log_text():sub(-6000))
     -- Only statements already on the dying primary's connections may fail
     -- (a handful); the rest waited.  The proxy's log says what happened.
     assert.is_true(#fails <= 3, table.concat(fails, "\n") .. "\n" .. px.log_text():sub(-3000))
