@@ -11,7 +11,7 @@ local E = require("support.engine")
 pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite);")
 
 local quote = cluster.quote
-local CONFIGS = { "read_write_split", "weighted", "schema_routing", "health_aware" }
+local CONFIGS = { "read_write_split", "weighted", "schema_routing", "health_aware", "high_availability" }
 
 describe("examples/configs", function()
   local root = cluster.repo_root()
@@ -119,6 +119,28 @@ describe("examples/configs", function()
       assert.is_nil(count["main.primary"], why)
       assert.is_true((count["main.replica1"] or 0) >= 100, why)
       assert.is_true((count["main.replica2"] or 0) >= 100, why)
+    end)
+  end)
+
+  it("high_availability.lua: roles found by polling; a session reads its own writes", function()
+    with_engine("high_availability", function(eng)
+      assert.is_true(eng:wait_polled())
+      local roles = {}
+      for name, st in pairs(eng:node_stats()) do
+        if name:match("^main%.") then roles[name] = st.role end
+      end
+      assert.same({ ["main.primary"] = "primary", ["main.replica1"] = "replica",
+        ["main.replica2"] = "replica" }, roles)
+      -- No write yet: reads take the replicas.
+      local count = tally(eng, 40, "SELECT inet_server_port()")
+      assert.is_nil(count["main.primary"])
+      local s = eng:session("app", "postgres", "example")
+      for i = 1, 50 do
+        assert.is_true(eng:query("INSERT INTO visits (page) VALUES ($1)", { "/ha" .. i }, s).ok)
+        local r = eng:query("SELECT count(*) FROM visits WHERE page = $1", { "/ha" .. i }, s)
+        assert.is_true(r.ok, r.message)
+        assert.are.equal("1", r.results[#r.results].rows[1][1])
+      end
     end)
   end)
 
