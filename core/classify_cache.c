@@ -44,11 +44,9 @@ void sy__classify(sy_engine *e, const char *sql, size_t len, sy_statement *out)
     if (s->generation == lua->generation && s->hash == (uint32_t)hash && s->len == len &&
         memcmp(s->sql, sql, len) == 0) {
         *out = s->verdict;
-        cc->hits++;
         return;
     }
     sy_classify(sql, len, write_functions, out);
-    cc->misses++;
     char *copy = s->len >= len && s->sql ? s->sql : realloc(s->sql, len ? len : 1);
     if (!copy)
         return; /* the verdict is right; it is just not remembered */

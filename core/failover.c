@@ -29,19 +29,6 @@ static sy_lua *current_lua(const sy_node *n)
     return e->lua;
 }
 
-/* The nodes [*from, *to) of n's cluster in the current topology. */
-static void cluster_range(const sy_topology *t, const sy_node *n, int *from, int *to)
-{
-    int i = n->id - 1;
-    while (i > 0 && strcmp(t->nodes[i - 1]->cluster, n->cluster) == 0)
-        i--;
-    *from = i;
-    int j = n->id;
-    while (j < t->n && strcmp(t->nodes[j]->cluster, n->cluster) == 0)
-        j++;
-    *to = j;
-}
-
 static int usable_primary(const sy_node *n)
 {
     return n->role == SY_ROLE_PRIMARY && n->healthy && !n->fenced && !n->forced_down;
@@ -130,11 +117,11 @@ static char *repoint_sql(const char *old, const sy_node *to)
                 sy__buf_append(&b, "'", 1);
             sy__buf_append(&b, ci.buf + i, 1);
         }
-        sy__buf_append(&b, "'", 1);
-        sy__buf_append(&b, "", 1);
-        sql = b.buf ? strdup(b.buf) : NULL;
+        if (sy__buf_append(&b, "'", 2) == 0) /* the quote and a NUL */
+            sql = b.buf;                       /* handed over to the caller */
+        else
+            sy__buf_free(&b);
         sy__buf_free(&ci);
-        sy__buf_free(&b);
     }
     PQconninfoFree(mine);
     PQconninfoFree(theirs);
@@ -236,7 +223,7 @@ static void promoted(sy_node *n, void *data, PGresult *res, const char *err)
     if (!lua)
         return;
     int from, to;
-    cluster_range(&lua->topo, n, &from, &to);
+    sy__cluster_range(&lua->topo, n->id - 1, &from, &to);
     for (int i = from; i < to; i++) {
         sy_node *r = lua->topo.nodes[i];
         if (r != n && r->role == SY_ROLE_REPLICA && r->healthy && !r->fenced)
@@ -282,7 +269,7 @@ void sy__failover_primary_down(sy_node *old)
         return;
     sy_engine *e = old->engine;
     int from, to;
-    cluster_range(&lua->topo, old, &from, &to);
+    sy__cluster_range(&lua->topo, old->id - 1, &from, &to);
     for (int i = from; i < to; i++)
         if (lua->topo.nodes[i]->promoting || usable_primary(lua->topo.nodes[i]))
             return; /* under way, or someone else already has a primary */

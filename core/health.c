@@ -123,8 +123,6 @@ static void finish_command(sy_node *n, PGresult *res, const char *err)
         cb(n, data, res, err);
 }
 
-static void watch(sy_node *n, int events);
-
 static void start_command(sy_node *n)
 {
     sy_health *h = &n->health;

@@ -333,6 +333,9 @@ void sy__failover_unfence(sy_node *n);
 
 /* ------------------------------------------------------------ roles */
 
+/* The nodes [*from, *to) of the cluster of t->nodes[i] (a cluster's nodes
+ * are contiguous: runtime.lua builds them cluster by cluster). */
+void sy__cluster_range(const sy_topology *t, int i, int *from, int *to);
 /* "primary", "replica" or "unknown": static. */
 const char *sy__role_name(int role);
 /* A poll read pg_is_in_recovery() from n: its role follows. */
@@ -572,7 +575,6 @@ struct sy_classify_slot {
 /* Verdicts by statement text, one per engine (classify_cache.c). */
 typedef struct sy_classify_cache {
     struct sy_classify_slot slots[SY_CLASSIFY_CACHE_SLOTS];
-    uint64_t hits, misses;
 } sy_classify_cache;
 
 /* An empty cache (NULL when out of memory: callers then classify every

@@ -220,15 +220,19 @@ static int translate_batch(sy_client *c, sy_link *l)
 static int dispatch_batch(sy_client *c);
 
 /* Parked for a primary (park.c): the batch is still in c->batch. */
+/* Routes the stored batch again (parked, or its node went down before it
+ * was sent); a batch answered at once lets the client's input go on. */
+static void route_again(sy_client *c)
+{
+    if (dispatch_batch(c) < 0)
+        sy__client_close(c, "out of memory");
+    else if (c->state == SY_CLIENT_IDLE)
+        sy__client_process(c);
+}
+
 static void park_retry(sy_parked *p)
 {
-    sy_client *c = sy_container_of(p, sy_client, park);
-    if (dispatch_batch(c) < 0) {
-        sy__client_close(c, "out of memory");
-        return;
-    }
-    if (c->state == SY_CLIENT_IDLE)
-        sy__client_process(c);
+    route_again(sy_container_of(p, sy_client, park));
 }
 
 static void park_expired(sy_parked *p, int stopping)
@@ -334,10 +338,7 @@ static void waiter_ready(sy_waiter *w, sy_conn *conn, int err)
              * a write can wait for a failover instead of failing. */
             c->rerouted = 1;
             sy__node_unref(node);
-            if (dispatch_batch(c) < 0)
-                sy__client_close(c, "out of memory");
-            else if (c->state == SY_CLIENT_IDLE)
-                sy__client_process(c);
+            route_again(c);
             return;
         }
         char msg[512];

@@ -27,13 +27,16 @@ const char *sy__role_name(int role)
     }
 }
 
-/* The nodes [from, to) of the cluster that starts at from. */
-static int cluster_end(const sy_topology *t, int from)
+void sy__cluster_range(const sy_topology *t, int i, int *from, int *to)
 {
-    int to = from + 1;
-    while (to < t->n && strcmp(t->nodes[to]->cluster, t->nodes[from]->cluster) == 0)
-        to++;
-    return to;
+    const char *cluster = t->nodes[i]->cluster;
+    int a = i, b = i + 1;
+    while (a > 0 && strcmp(t->nodes[a - 1]->cluster, cluster) == 0)
+        a--;
+    while (b < t->n && strcmp(t->nodes[b]->cluster, cluster) == 0)
+        b++;
+    *from = a;
+    *to = b;
 }
 
 static int claims_primary(const sy_node *n)
@@ -73,7 +76,7 @@ int sy__roles_push(sy_lua *lua)
     }
     lua_newtable(L);
     for (int from = 0, to; from < t->n; from = to) {
-        to = cluster_end(t, from);
+        sy__cluster_range(t, from, &from, &to);
         lua_createtable(L, 0, 2);
         int p = cluster_primary(t, from, to);
         if (p >= 0) {
@@ -152,7 +155,7 @@ void sy__roles_refresh(sy_engine *e)
         return;
     const sy_topology *t = &lua->topo;
     for (int from = 0, to; from < t->n; from = to) {
-        to = cluster_end(t, from);
+        sy__cluster_range(t, from, &from, &to);
         update_split(e, t, from, to);
     }
     sy__roles_push(lua);

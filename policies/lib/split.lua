@@ -219,18 +219,18 @@ function split.new(sy, extra_options)
   -- router.route(q, cluster) -> node | nil, message, sqlstate
   -- sy.tracing is true only under `switchyard route`: the explanations
   -- cost nothing when queries are served.
-  -- The read's level and bounds: hint, then session variable, then option.
+  -- A read's level (hint, then session variable, then option: read in
+  -- route) checked, with its bounds: max_lag_ms / max_lag_bytes the same
+  -- way for bounded, the session's write position for read_your_writes.
   -- Returns nil, message, sqlstate for a level or bound that makes no sense.
-  local function consistency_of(q)
-    local hints, vars = q.hints, q.session.vars
-    local level = hints.consistency or vars.consistency or default_level
+  local function consistency_of(q, level)
     if not LEVELS[level] then
       return nil, ('switchyard: unknown consistency level "%s" (eventual, bounded, strong or '
-        .. 'read_your_writes)')
-        :format(tostring(level)), "22023"
+        .. 'read_your_writes)'):format(tostring(level)), "22023"
     end
     if level == "read_your_writes" then return level, q.session.write_lsn end
     if level ~= "bounded" then return level end
+    local hints, vars = q.hints, q.session.vars
     local ms = hints.max_lag_ms or vars.max_lag_ms
     local bytes = hints.max_lag_bytes or vars.max_lag_bytes
     if ms == nil and bytes == nil then return level, default_max_ms, default_max_bytes end
@@ -279,7 +279,7 @@ function split.new(sy, extra_options)
     local level = hints and hints.consistency or q.session.vars.consistency or default_level
     local max_ms, max_bytes
     if level ~= "eventual" then
-      level, max_ms, max_bytes = consistency_of(q)
+      level, max_ms, max_bytes = consistency_of(q, level)
       if level == nil then return nil, max_ms, max_bytes end
     end
     if level == "strong" then
