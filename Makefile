@@ -7,7 +7,7 @@ BUILD   ?= build
 HOME_DIR := $(CURDIR)
 
 PKG_CFLAGS := -I/usr/include/luajit-2.1 -I/usr/include/postgresql
-PKG_LIBS   := -lluajit-5.1 -lpq -lev -lm -lssl -lcrypto
+PKG_LIBS   := -lluajit-5.1 -lpq -lev -lcurl -lm -lssl -lcrypto
 
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -g \
                -DSY_DEFAULT_HOME='"$(HOME_DIR)"' $(PKG_CFLAGS)

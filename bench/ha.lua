@@ -12,6 +12,15 @@
 --  3. Read-your-writes: autocommit INSERTs in one session with the
 --     consistency level eventual and read_your_writes, rounds alternating;
 --     the mean time per write and the difference.
+--  4. Switchover: three nodes run by Patroni with etcd
+--     (spec/support/patroni.lua), the engine following it
+--     (failover.mode = "patroni", interval 0.25 s) under a write load (4 in
+--     flight); POST /switchover to the leader's REST API, BENCH_HA_RUNS
+--     times in a row, each to the next member.  Reported: from the request
+--     to the first write acknowledged by the new leader, the pause in
+--     writes (last on the old leader to first on the new), and how long
+--     after the new leader said "ready to accept connections" in its log
+--     the first write there was acknowledged; median, min, max.
 --
 --   luajit bench/ha.lua      (SWITCHYARD_BUILD names the build dir)
 
@@ -142,6 +151,85 @@ local function ryw_cost()
   return median(per.eventual), median(per.read_your_writes)
 end
 
+-- When the server whose log is `path` last became writable (its log's
+-- "ready to accept connections" line, in epoch seconds), or nil.
+local function writable_at(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local stamp
+  for line in f:lines() do
+    local t = line:match("^(%d+%-%d+%-%d+ %d+:%d+:%d+%.%d+ %a+) .*ready to accept connections$")
+    if t then stamp = t end
+  end
+  f:close()
+  if not stamp then return nil end
+  local p = io.popen("date -d " .. cluster.quote(stamp) .. " +%s.%N")
+  local v = tonumber(p:read("*l"))
+  p:close()
+  return v
+end
+
+-- 4. Switchovers under Patroni; returns { took = {...}, pause = {...},
+-- follow = {...}, failed = {...} }.
+local function switchover_runs()
+  local patroni = require("support.patroni")
+  local bed = patroni.start()
+  local out = { took = {}, pause = {}, follow = {}, failed = {} }
+  local ok, err = pcall(function()
+    local ports = E.port_names(bed, "main.")
+    bed:psql(bed.clusters.main.primary, "CREATE TABLE sw_items (v int PRIMARY KEY)")
+    local urls = {}
+    for i, u in ipairs(bed.patroni.urls) do urls[i] = ("%q"):format(u) end
+    local eng = assert(E.new(E.write_config(bed, { auto_roles = true,
+      cluster_extra = ("failover = { mode = \"patroni\", patroni = { %s }, write_wait = 15 }")
+        :format(table.concat(urls, ", ")),
+      extra = "health = { interval = 0.25, timeout = 1, fall = 3, rise = 1 },",
+    })))
+    eng:wait_polled()
+    for run = 1, RUNS do
+      local members = assert(bed.patroni.cluster(), "Patroni does not answer")
+      local leader
+      for name, m in pairs(members) do if m.role == "leader" then leader = name end end
+      local li = tonumber(leader:match("%d+"))
+      local candidate = "pg" .. (li % #bed.nodes + 1)
+      local w = eng:writer(function(seq)
+        return "INSERT INTO sw_items VALUES ($1) RETURNING inet_server_port()", { run * 1000000 + seq }
+      end)
+      local t_end = cluster.now() + 1
+      w.run_while(function() return cluster.now() < t_end end, 5)
+      local asked = cluster.now()
+      local req = bed:spawn(("curl -s -m 60 -XPOST -d %s %s/switchover"):format(
+        cluster.quote(('{"leader": "%s", "candidate": "%s"}'):format(leader, candidate)),
+        bed.patroni.by_name[leader].rest_url), bed.dir .. "/switchover." .. run .. ".out")
+      local function on(name, after)
+        for _, a in ipairs(w.acked) do
+          if a.at > after and ports[a.value] == "main." .. name then return a.at end
+        end
+      end
+      assert(w.run_while(function() return on(candidate, asked) == nil end, 60), "writes never moved")
+      local first = on(candidate, asked)
+      local last_old = asked
+      for _, a in ipairs(w.acked) do
+        if ports[a.value] == "main." .. leader then last_old = math.max(last_old, a.at) end
+      end
+      eng:run_until(function() return w.inflight == 0 end, 20)
+      cluster.wait_for(function() return not cluster.pid_alive(req.pid) end, 60, "the switchover request")
+      out.took[run], out.pause[run], out.failed[run] = first - asked, first - last_old, #w.failures
+      local writable = writable_at(bed.patroni.by_name[candidate].log)
+      out.follow[run] = writable and first - writable or 0 / 0
+      io.write(("  switchover run %d (%s -> %s): first write on the new leader %.3f s after the request "
+        .. "and %.3f s after it became writable, writes paused %.3f s, %d failed%s\n"):format(run, leader,
+        candidate, out.took[run], out.follow[run], out.pause[run], #w.failures,
+        #w.failures > 0 and (" (" .. w.failures[1].message:gsub("%s+$", "") .. ")") or ""))
+      patroni.wait_healthy(bed, 90)
+    end
+    eng:close()
+  end)
+  bed:teardown()
+  if not ok then error(err, 0) end
+  return out
+end
+
 io.write(("HA benchmark: %d failover runs, polling for %d s\n"):format(RUNS, SECONDS))
 local times = {}
 for i = 1, RUNS do
@@ -152,6 +240,7 @@ local shown = {}
 for i, t in ipairs(times) do shown[i] = t end
 local poll_us = polling_cost()
 local ev, ryw = ryw_cost()
+local sw = switchover_runs()
 table.sort(shown)
 io.write("\n")
 io.write(("failover (kill -9 to first write, interval 0.25 s, fall 3): median %.3f s, min %.3f, max %.3f\n")
@@ -160,3 +249,19 @@ io.write(("health polling: %.1f us CPU per node per second at 100 ms (%.1f us pe
   :format(poll_us, poll_us / 10))
 io.write(("autocommit write, one session: eventual %.1f us, read_your_writes %.1f us (%+.1f us)\n")
   :format(ev * 1e6, ryw * 1e6, (ryw - ev) * 1e6))
+local function spread(xs)
+  local sorted = {}
+  for i, x in ipairs(xs) do sorted[i] = x end
+  table.sort(sorted)
+  return median(sorted), sorted[1], sorted[#sorted]
+end
+local failed = 0
+for _, n in ipairs(sw.failed) do failed = failed + n end
+io.write(("switchover (Patroni, POST /switchover to first write on the new leader): median %.3f s, "
+  .. "min %.3f, max %.3f\n"):format(spread(sw.took)))
+io.write(("switchover: new leader writable (its log) to our first write there: median %.3f s, "
+  .. "min %.3f, max %.3f\n"):format(spread(sw.follow)))
+local pause_med, pause_min, pause_max = spread(sw.pause)
+io.write(("switchover write pause (last write on the old leader to first on the new): median %.3f s, "
+  .. "min %.3f, max %.3f; %d writes failed in %d switchovers\n"):format(pause_med, pause_min, pause_max,
+  failed, #sw.failed))

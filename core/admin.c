@@ -60,9 +60,9 @@ static void show_nodes(sy_client *c)
     static const char *const cols[] = {"node", "cluster", "role", "healthy",
                                        "drained", "split_brain", "timeline", "lag_bytes",
                                        "lag_ms", "rtt_ms", "queries", "errors",
-                                       "latency_ms", "last_error", "fenced"};
+                                       "latency_ms", "last_error", "fenced", "patroni"};
     result r;
-    begin(&r, c, cols, 15);
+    begin(&r, c, cols, 16);
     sy_engine *e = c->proxy->engine;
     for (int i = 0; i < sy_node_count(e); i++) {
         sy_node_stats st;
@@ -70,7 +70,7 @@ static void show_nodes(sy_client *c)
         const sy_node *n = e->lua->topo.nodes[i];
         char b[7][32];
         const char *err = st.last_error[0] ? st.last_error : n->relay_pool.last_error;
-        const char *v[15] = {
+        const char *v[16] = {
             st.name, st.cluster, st.role, st.healthy ? "yes" : "no",
             n->forced_down ? "yes" : "no", st.split_brain ? "yes" : "no",
             st.timeline ? num(b[0], 32, st.timeline) : NULL,
@@ -78,7 +78,7 @@ static void show_nodes(sy_client *c)
             st.lag_ms < 0 ? NULL : num(b[2], 32, st.lag_ms),
             st.rtt_ms < 0 ? NULL : num(b[3], 32, st.rtt_ms), u64(b[4], 32, st.queries),
             u64(b[5], 32, st.errors), num(b[6], 32, st.latency_avg_ms),
-            err[0] ? err : NULL, st.fenced ? "yes" : "no"};
+            err[0] ? err : NULL, st.fenced ? "yes" : "no", st.patroni};
         row(&r, v);
     }
     finish(&r, "SHOW");

@@ -187,6 +187,30 @@ static int is_name(const char *host)
            inet_pton(AF_INET6, host, buf) != 1;
 }
 
+void sy__conninfo_address(const PQconninfoOption *opts, sy_conninfo_address *out)
+{
+    memset(out, 0, sizeof *out);
+    for (const PQconninfoOption *o = opts; o && o->keyword; o++) {
+        if (!o->val || !o->val[0])
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            out->host = o->val;
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            out->hostaddr = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            out->port = o->val;
+        else if (strcmp(o->keyword, "service") == 0)
+            out->service = o->val;
+    }
+    /* libpq fills what the conninfo leaves out from the environment. */
+    if (!out->host)
+        out->host = getenv("PGHOST");
+    if (!out->hostaddr)
+        out->hostaddr = getenv("PGHOSTADDR");
+    if (!out->port)
+        out->port = getenv("PGPORT");
+}
+
 int sy__dns_init(sy_node *n)
 {
     sy_dns *d = &n->dns;
@@ -200,27 +224,10 @@ int sy__dns_init(sy_node *n)
     /* PQconninfoParse only parses (no defaults, no network).  A conninfo it
      * refuses is either a bare database name (the host comes from the
      * environment) or an error libpq reports at connect. */
-    const char *host = NULL, *hostaddr = NULL, *port = NULL, *service = NULL;
     PQconninfoOption *opts = PQconninfoParse(n->conninfo, NULL);
-    for (PQconninfoOption *o = opts; o && o->keyword; o++) {
-        if (!o->val || !o->val[0])
-            continue;
-        if (strcmp(o->keyword, "host") == 0)
-            host = o->val;
-        else if (strcmp(o->keyword, "hostaddr") == 0)
-            hostaddr = o->val;
-        else if (strcmp(o->keyword, "port") == 0)
-            port = o->val;
-        else if (strcmp(o->keyword, "service") == 0)
-            service = o->val;
-    }
-    /* libpq fills what the conninfo leaves out from the environment. */
-    if (!host)
-        host = getenv("PGHOST");
-    if (!hostaddr)
-        hostaddr = getenv("PGHOSTADDR");
-    if (!port)
-        port = getenv("PGPORT");
+    sy_conninfo_address a;
+    sy__conninfo_address(opts, &a);
+    const char *host = a.host, *hostaddr = a.hostaddr, *port = a.port, *service = a.service;
     int rc = 0;
     /* hostaddr given: libpq resolves nothing.  A service file may set host
      * or hostaddr behind our back: leave such nodes to libpq. */

@@ -68,6 +68,8 @@ static const char *event_name(sy_event_type t)
     case SY_EVENT_FAILOVER_STARTED: return "failover_started";
     case SY_EVENT_FAILOVER_DONE: return "failover_done";
     case SY_EVENT_FAILOVER_FAILED: return "failover_failed";
+    case SY_EVENT_PATRONI_DOWN: return "patroni_down";
+    case SY_EVENT_PATRONI_UP: return "patroni_up";
     }
     return "unknown";
 }
@@ -186,6 +188,7 @@ int sy_engine_start(sy_engine *e)
         sy__pool_start(e->relay_mode ? &n->relay_pool : &n->pool);
         sy__health_start(e->lua->topo.nodes[i]);
     }
+    sy__patroni_start(e->lua);
     return sy__reload_watch(e);
 }
 
@@ -271,6 +274,7 @@ void sy__engine_check_stopped(sy_engine *e)
         }
         sy__health_stop(e->lua->topo.nodes[i]);
     }
+    sy__patroni_stop(e->lua);
     sy__engine_set_state(e, SY_ENGINE_STOPPED);
     sy__reload_unwatch(e);
     ev_timer_stop(e->loop, &e->deferred_timer);
@@ -307,6 +311,7 @@ int sy_engine_stop(sy_engine *e, void (*done)(void *), void *user_data)
 static void abort_inflight(sy_engine *e)
 {
     sy__park_fail_all(e);
+    sy__patroni_stop(e->lua);
     for (int i = 0; e->lua && i < e->lua->topo.n; i++) {
         sy_pool *p = &e->lua->topo.nodes[i]->pool;
         sy__health_stop(e->lua->topo.nodes[i]);
@@ -358,6 +363,7 @@ void sy_engine_free(sy_engine *e)
     if (e->own_loop && e->loop)
         ev_loop_destroy(e->loop);
     sy__classify_cache_free(e->classify_cache);
+    sy__http_free(e->http);
     free(e->home);
     free(e->config_path);
     free(e);

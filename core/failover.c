@@ -43,9 +43,17 @@ static int candidate(const sy_node *n)
 /* Writes wait while a promotion runs, or while a primary is down and has
  * not had its failover yet (the threshold is still being counted), with a
  * replica to promote.  A failover that failed or found no replica does not
- * make writes wait: they fail at once until an operator steps in. */
+ * make writes wait: they fail at once until an operator steps in.  A
+ * cluster following Patroni has no confirmed primary only while Patroni
+ * moves the leader (or has none to give): writes wait for it. */
 double sy__failover_wait(const sy_topology *t, int from, int to)
 {
+    if (from < to && t->nodes[from]->follow_patroni) {
+        for (int i = from; i < to; i++)
+            if (usable_primary(t->nodes[i]))
+                return 0;
+        return t->nodes[from]->write_wait;
+    }
     if (from >= to || !t->nodes[from]->failover_managed)
         return 0;
     int promoting = 0, pending = 0, candidates = 0;

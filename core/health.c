@@ -98,8 +98,23 @@ static void schedule_next(sy_node *n)
     sy_health *h = &n->health;
     ev_timer_stop(node_loop(n), &h->deadline);
     ev_timer_stop(node_loop(n), &h->tick);
-    ev_timer_set(&h->tick, settings(n)->health_interval, 0.);
+    ev_timer_set(&h->tick, h->poll_soon ? 0. : settings(n)->health_interval, 0.);
+    h->poll_soon = 0;
     ev_timer_start(node_loop(n), &h->tick);
+}
+
+void sy__health_poll_soon(sy_node *n)
+{
+    sy_health *h = &n->health;
+    if (!h->started_once)
+        return;
+    if (ev_is_active(&h->tick) && !h->cmd_running) {
+        ev_timer_stop(node_loop(n), &h->tick);
+        ev_timer_set(&h->tick, 0., 0.);
+        ev_timer_start(node_loop(n), &h->tick);
+    } else {
+        h->poll_soon = 1; /* a poll or command runs: the next one follows it */
+    }
 }
 
 /* ------------------------------------------------------------ commands */

@@ -218,6 +218,7 @@ typedef struct sy_health {
     void *cmd_data;
     double cmd_timeout;
     int cmd_running;          /* sent; otherwise waits behind the poll */
+    int poll_soon;            /* the next poll follows this one at once */
     PGresult *cmd_result;     /* its first result, while the rest drain */
 } sy_health;
 
@@ -230,8 +231,50 @@ int sy__health_command(sy_node *n, const char *sql, double timeout, sy_health_cm
                        void *data);
 void sy__health_start(sy_node *n);
 void sy__health_stop(sy_node *n);
+/* Polls n now, or right after the poll or command in flight (its role
+ * may have just changed: patroni.c). */
+void sy__health_poll_soon(sy_node *n);
 /* The lookup the poller waited for finished (err NULL) or failed. */
 void sy__health_dns_done(sy_node *n, const char *err);
+
+/* ------------------------------------------------------------ http */
+
+/* HTTP GETs on an engine's loop through libcurl (http.c). */
+typedef struct sy_http sy_http;
+typedef struct sy_http_get sy_http_get;
+/* A GET ended: status is the HTTP status (0 when none came), body is
+ * borrowed for the call, err is NULL or why it failed (the transfer, the
+ * timeout, a body past max_body).  The request is already freed. */
+typedef void (*sy_http_cb)(void *data, long status, const char *body, size_t len,
+                           const char *err);
+/* The engine's HTTP client on loop; NULL when out of memory.  The engine
+ * owns it; sy__http_free() cancels what is in flight (no callbacks). */
+sy_http *sy__http_new(struct ev_loop *loop);
+void sy__http_free(sy_http *h);
+/* Starts GET url (copied), giving up after timeout seconds; cb fires once
+ * from the loop unless the request is cancelled first.  NULL with err on
+ * failure to start.  The returned handle is valid until cb or cancel. */
+sy_http_get *sy__http_get(sy_http *h, const char *url, double timeout, size_t max_body,
+                          sy_http_cb cb, void *data, char *err, size_t errlen);
+void sy__http_cancel(sy_http_get *g);
+
+/* ------------------------------------------------------------ patroni */
+
+/* What a cluster's Patroni says of a node (patroni.c). */
+enum { SY_PATRONI_NONE = 0, SY_PATRONI_MEMBER = 1, SY_PATRONI_LEADER = 2 };
+/* One watcher per cluster with failover.mode = "patroni", owned by the
+ * sy_lua it was built from. */
+typedef struct sy_patroni sy_patroni;
+/* Builds lua's watchers from its config (none for a dry run), carrying
+ * over what previous's (NULL or the state being replaced; borrowed) knew.
+ * 0, or -1 with err. */
+int sy__patroni_build(sy_lua *lua, const sy_lua *previous, char *err, size_t errlen);
+/* Starts and stops lua's watchers; free also stops. */
+void sy__patroni_start(sy_lua *lua);
+void sy__patroni_stop(sy_lua *lua);
+void sy__patroni_free(sy_lua *lua);
+/* "leader", "member", "none" (static); NULL when n does not follow Patroni. */
+const char *sy__patroni_role_name(const sy_node *n);
 
 /* ------------------------------------------------------------ dns */
 
@@ -262,6 +305,13 @@ typedef struct sy_dns {
     ev_timer timeout;        /* gives up on a resolver that hangs */
 } sy_dns;
 
+/* The address keywords of a parsed conninfo (borrowed from opts; NULL when
+ * absent), with libpq's environment defaults (PGHOST, PGHOSTADDR, PGPORT)
+ * for those it leaves out. */
+typedef struct sy_conninfo_address {
+    const char *host, *hostaddr, *port, *service;
+} sy_conninfo_address;
+void sy__conninfo_address(const PQconninfoOption *opts, sy_conninfo_address *out);
 /* Reads the node's conninfo (no network).  0, or SY_ENOMEM. */
 int sy__dns_init(sy_node *n);
 /* Abandons a running lookup safely and frees the state. */
@@ -287,8 +337,11 @@ struct sy_node {
     char *name;
     char *cluster;
     char *conninfo;
-    int role;                /* effective: polled, else configured_role */
+    int role;                /* effective: what routing goes by (roles.c) */
+    int server_role;         /* pg_is_in_recovery(), else configured_role */
     int configured_role;     /* from the config; UNKNOWN for "auto" */
+    int follow_patroni;      /* its cluster's failover.mode = "patroni" */
+    int patroni_role;        /* SY_PATRONI_*: Patroni's word on it */
     int weight;
     int healthy;
     int split_brain;         /* one of several healthy primaries (roles.c) */
@@ -336,10 +389,18 @@ void sy__failover_unfence(sy_node *n);
 /* The nodes [*from, *to) of the cluster of t->nodes[i] (a cluster's nodes
  * are contiguous: runtime.lua builds them cluster by cluster). */
 void sy__cluster_range(const sy_topology *t, int i, int *from, int *to);
+/* The role routing goes by: the server's own (pg_is_in_recovery()),
+ * except that in a cluster following Patroni a server that says primary is
+ * one only while Patroni names it the leader (UNKNOWN otherwise). */
+int sy__role_effective(const sy_node *n);
 /* "primary", "replica" or "unknown": static. */
 const char *sy__role_name(int role);
 /* A poll read pg_is_in_recovery() from n: its role follows. */
 void sy__roles_observed(sy_node *n, int in_recovery);
+/* Recomputes the effective roles of t->nodes[from, to) after their
+ * server_role or patroni_role changed; each change is an event saying
+ * why; then the policy is told (sy__roles_refresh). */
+void sy__roles_recompute(sy_engine *e, int from, int to, const char *why);
 /* Recomputes every cluster's primary and split brain of e's topology,
  * emits the split-brain events, and hands the roles to the policy. */
 void sy__roles_refresh(sy_engine *e);
@@ -365,6 +426,8 @@ struct sy_lua {
     int ref_empty;           /* a shared empty table for absent fields */
     int ref_apply_roles;     /* runtime.apply_roles */
     int ref_choose_promotion; /* runtime.choose_promotion */
+    int ref_patroni_members; /* runtime.patroni_members */
+    sy_patroni *patroni;     /* watchers of Patroni clusters, owned */
     int ref_q_keys;          /* q's field names, interned (lua_route.c) */
     int ref_node_tables;     /* array: node id -> node table */
     int ref_loaded_files;    /* array of file paths the state loaded */
@@ -644,6 +707,7 @@ struct sy_engine {
     sy_engine_stats stats;
     uint64_t rand_state;
     sy_classify_cache *classify_cache; /* owned; may be NULL */
+    sy_http *http;             /* owned; made on first use (Patroni) */
 
     /* Set by the proxy before sy_engine_start(): start the nodes' relay
      * pools (not the query pools, which then open on first use). */

@@ -270,6 +270,7 @@ static int build_nodes(sy_lua *lua, int flat, const sy_topology *reuse,
         int fo = lua_gettop(L);
         const char *fo_mode = lua_istable(L, fo) ? sy__lua_field_string(L, fo, "mode") : NULL;
         int managed = fo_mode && strcmp(fo_mode, "managed") == 0;
+        int patroni = fo_mode && strcmp(fo_mode, "patroni") == 0;
         double write_wait = lua_istable(L, fo) ? sy__lua_field_number(L, fo, "write_wait", 5) : 5;
         double promote_timeout =
             lua_istable(L, fo) ? sy__lua_field_number(L, fo, "promote_timeout", 30) : 30;
@@ -291,7 +292,7 @@ static int build_nodes(sy_lua *lua, int flat, const sy_topology *reuse,
             sy__node_ref(node);
             node->configured_role = r;
             if (node->health.polls_ok == 0)
-                node->role = r; /* what the server said outranks the config */
+                node->server_role = r; /* what the server said outranks the config */
             node->weight = weight;
             sy__pool_apply_settings(&node->pool, &ps);
             sy__pool_apply_settings(&node->relay_pool, &ps);
@@ -307,6 +308,10 @@ static int build_nodes(sy_lua *lua, int flat, const sy_topology *reuse,
         node->id = i;
         node->priority = priority;
         node->failover_managed = managed;
+        if (node->follow_patroni != patroni)
+            node->patroni_role = SY_PATRONI_NONE; /* nothing heard yet */
+        node->follow_patroni = patroni;
+        node->role = sy__role_effective(node);
         node->write_wait = write_wait;
         node->promote_timeout = promote_timeout;
         lua->topo.nodes[lua->topo.n++] = node;
@@ -378,7 +383,7 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua->set.health_fall = 3;
     lua->set.health_rise = 2;
     lua->ref_route = lua->ref_on_event = lua->ref_state = LUA_NOREF;
-    lua->ref_apply_roles = lua->ref_choose_promotion = LUA_NOREF;
+    lua->ref_apply_roles = lua->ref_choose_promotion = lua->ref_patroni_members = LUA_NOREF;
     char resolved[PATH_MAX];
     const char *path = realpath(config_path, resolved) ? resolved : config_path;
     lua->config_path = sy__strdup(path);
@@ -424,6 +429,7 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
 
     lua->ref_apply_roles = take_ref(L, runtime, "apply_roles");
     lua->ref_choose_promotion = take_ref(L, runtime, "choose_promotion");
+    lua->ref_patroni_members = take_ref(L, runtime, "patroni_members");
     lua->ref_q = take_ref(L, state, "q");
     lua->ref_empty = take_ref(L, state, "empty");
     lua->ref_session_default = take_ref(L, state, "session_default");
@@ -460,6 +466,8 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     if (build_nodes(lua, lua_gettop(L), reuse, err, errlen) < 0)
         goto fail;
     lua_pop(L, 1);
+    if (sy__patroni_build(lua, previous, err, errlen) < 0)
+        goto fail;
     sy__lua_install_node_metatable(lua);
     sy__lua_install_q_metatable(lua);
     if (sy__roles_push(lua) < 0) {
@@ -489,6 +497,7 @@ void sy__lua_free(sy_lua *lua)
 {
     if (!lua)
         return;
+    sy__patroni_free(lua);
     if (lua->L)
         lua_close(lua->L);
     for (int i = 0; i < lua->topo.n; i++)

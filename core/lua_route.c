@@ -61,6 +61,8 @@ static int node_index(lua_State *L)
         lua_pushboolean(L, n->split_brain);
     else if (strcmp(k, "fenced") == 0)
         lua_pushboolean(L, n->fenced);
+    else if (strcmp(k, "patroni") == 0 && n->follow_patroni)
+        lua_pushstring(L, sy__patroni_role_name(n));
     else
         return 0;
     return 1;

@@ -27,7 +27,7 @@ sy_node *sy__node_new(sy_engine *e, const char *cluster, const char *name,
     if (!n->cluster || !n->name || !n->conninfo || !n->full_name)
         goto fail;
     snprintf(n->full_name, fl, "%s.%s", cluster, name);
-    n->role = n->configured_role = role;
+    n->role = n->server_role = n->configured_role = role;
     n->weight = weight;
     n->healthy = 1;
     n->lag_bytes = n->lag_ms = -1;

@@ -141,12 +141,14 @@ int sy__reload_now(sy_engine *e)
     }
     sy_lua *old = e->lua;
     e->lua = fresh;
-    if (e->state == SY_ENGINE_RUNNING)
+    if (e->state == SY_ENGINE_RUNNING) {
         for (int i = 0; i < fresh->topo.n; i++) {
             sy__pool_start(e->relay_mode ? &fresh->topo.nodes[i]->relay_pool
                                          : &fresh->topo.nodes[i]->pool);
             sy__health_start(fresh->topo.nodes[i]);
         }
+        sy__patroni_start(fresh);
+    }
     sy__lua_free(old);
     e->log_level = fresh->set.log_level;
     e->last_error[0] = '\0';

@@ -9,6 +9,9 @@
  *     refused) until all but one are down or demoted; an event says so
  *     when it starts and when it ends;
  *   - none does: the last known primary (down), or none at all.
+ * In a cluster following Patroni (patroni.c) a server's claim counts only
+ * while Patroni names it the leader; otherwise its role is UNKNOWN and
+ * nothing is routed to it (sy__role_effective).
  * The outcome is pushed into the policy's topology tables through
  * runtime.apply_roles(), so policies see it from the next decision on.
  * Nodes of one cluster are contiguous in the topology (runtime.lua builds
@@ -162,22 +165,58 @@ void sy__roles_refresh(sy_engine *e)
     sy__park_wake_all(e); /* writes waiting for a primary may have one now */
 }
 
+int sy__role_effective(const sy_node *n)
+{
+    if (n->follow_patroni && n->server_role == SY_ROLE_PRIMARY &&
+        n->patroni_role != SY_PATRONI_LEADER)
+        return SY_ROLE_UNKNOWN; /* a demoting old leader, or a rogue */
+    return n->server_role;
+}
+
+static int in_topology(const sy_node *n)
+{
+    /* A node that is not in the current topology (dropped by a reload,
+     * still draining) changes nothing anyone routes by. */
+    const sy_engine *e = n->engine;
+    return e && e->lua && n->id >= 1 && n->id <= e->lua->topo.n &&
+           e->lua->topo.nodes[n->id - 1] == n;
+}
+
+void sy__roles_recompute(sy_engine *e, int from, int to, const char *why)
+{
+    int changed = 0;
+    for (int i = from; i < to; i++) {
+        sy_node *n = e->lua->topo.nodes[i];
+        int role = sy__role_effective(n);
+        if (n->role == role)
+            continue;
+        int was = n->role;
+        n->role = role;
+        changed = 1;
+        sy__log(e, SY_LOG_WARN, "node %s is now %s (was %s)", n->full_name,
+                sy__role_name(role), sy__role_name(was));
+        sy__emit(e, SY_EVENT_ROLE_CHANGED, n->cluster, n->full_name,
+                 "node %s is now %s (was %s): %s", n->full_name, sy__role_name(role),
+                 sy__role_name(was), why);
+    }
+    if (changed)
+        sy__roles_refresh(e);
+}
+
 void sy__roles_observed(sy_node *n, int in_recovery)
 {
     int role = in_recovery ? SY_ROLE_REPLICA : SY_ROLE_PRIMARY;
-    if (n->role == role)
+    if (n->server_role == role)
         return;
-    int was = n->role;
-    n->role = role;
-    sy_engine *e = n->engine;
-    /* A node that is not in the current topology (dropped by a reload,
-     * still draining) changes nothing anyone routes by. */
-    if (!e || !e->lua || n->id < 1 || n->id > e->lua->topo.n || e->lua->topo.nodes[n->id - 1] != n)
+    n->server_role = role;
+    if (!in_topology(n)) {
+        n->role = sy__role_effective(n);
         return;
-    sy__log(e, SY_LOG_WARN, "node %s is now %s (was %s)", n->full_name, sy__role_name(role),
-            sy__role_name(was));
-    sy__emit(e, SY_EVENT_ROLE_CHANGED, n->cluster, n->full_name,
-             "node %s is now %s (was %s): pg_is_in_recovery() = %s", n->full_name,
-             sy__role_name(role), sy__role_name(was), in_recovery ? "true" : "false");
-    sy__roles_refresh(e);
+    }
+    char why[160];
+    sy__fmt(why, sizeof why, "pg_is_in_recovery() = %s%s", in_recovery ? "true" : "false",
+            n->follow_patroni && !in_recovery && n->patroni_role != SY_PATRONI_LEADER
+                ? ", but Patroni does not name it the leader"
+                : "");
+    sy__roles_recompute(n->engine, n->id - 1, n->id, why);
 }

@@ -106,6 +106,7 @@ static void fill_node(const sy_node *n, sy_node_stats *out)
     const sy_health *h = &n->health;
     out->split_brain = n->split_brain;
     out->fenced = n->fenced;
+    out->patroni = sy__patroni_role_name(n);
     out->timeline = h->timeline;
     out->wal_position = h->polls_ok ? h->wal_position : -1;
     out->lag_bytes = n->lag_bytes;

@@ -83,7 +83,12 @@ typedef enum sy_event_type {
      * (and the old primary fenced); the promotion succeeded or failed. */
     SY_EVENT_FAILOVER_STARTED = 10,
     SY_EVENT_FAILOVER_DONE = 11,
-    SY_EVENT_FAILOVER_FAILED = 12
+    SY_EVENT_FAILOVER_FAILED = 12,
+    /* A cluster following Patroni: its REST API gave no usable answer
+     * (health.fall rounds in a row, every URL tried), or answers again
+     * (health.rise rounds).  Roles stay as last heard meanwhile. */
+    SY_EVENT_PATRONI_DOWN = 13,
+    SY_EVENT_PATRONI_UP = 14
 } sy_event_type;
 
 /* One event.  Every pointer is borrowed for the duration of the callback;
@@ -325,7 +330,9 @@ typedef struct sy_node_stats {
     const char *cluster;
     const char *role;      /* "primary", "replica" or "unknown": the
                             * polled role (the configured one until the
-                            * first poll; "unknown" for an unpolled "auto") */
+                            * first poll; "unknown" for an unpolled "auto",
+                            * and, following Patroni, for a server that says
+                            * primary while Patroni names another leader) */
     int healthy;
     int weight;
     uint64_t queries;
@@ -354,6 +361,9 @@ typedef struct sy_node_stats {
     uint64_t polls_ok, polls_failed;
     double down_for_s;        /* how long it has been down; 0 when up */
     const char *last_error;   /* the last failed poll's reason ("" if none) */
+    const char *patroni;      /* failover.mode = "patroni": what Patroni says
+                               * ("leader", "member", "none": not a member);
+                               * NULL otherwise */
 } sy_node_stats;
 
 /* Drains (enabled = 0: no query is routed there, what runs finishes) or

@@ -86,12 +86,16 @@ int sy__buf_printf(sy_buf *b, const char *fmt, ...)
 
 char *sy__strdup(const char *s)
 {
-    if (!s)
-        return NULL;
-    size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p)
+    return s ? sy__strndup(s, strlen(s)) : NULL;
+}
+
+char *sy__strndup(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (p) {
         memcpy(p, s, n);
+        p[n] = '\0';
+    }
     return p;
 }
 

@@ -71,6 +71,8 @@ int sy__buf_vprintf(sy_buf *b, const char *fmt, va_list ap);
 
 /* strdup that returns NULL for NULL.  Caller owns the copy. */
 char *sy__strdup(const char *s);
+/* The first n bytes of s (which has at least n), NUL-terminated; malloc'd. */
+char *sy__strndup(const char *s, size_t n);
 
 /* snprintf into a fixed buffer that always NUL-terminates and never fails
  * the caller: truncation is silent (the buffers hold messages). */

@@ -18,7 +18,7 @@
  * Build (from the repository root, after `make`):
  *   cc -std=c11 -Wall -Wextra -Werror -I core -I/usr/include/postgresql \
  *      examples/embedded/main.c build/libswitchyard.a \
- *      -lluajit-5.1 -lpq -lev -lm -lssl -lcrypto -o build/embedded_example
+ *      -lluajit-5.1 -lpq -lev -lcurl -lm -lssl -lcrypto -o build/embedded_example
  *
  * The engine calls back only from inside sy_engine_run(), never from inside
  * sy_query(), so each reply callback simply submits the next step; the last

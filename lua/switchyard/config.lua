@@ -34,7 +34,14 @@
 --           mode = "none",        --   "none": writes fail until a primary is back
 --                                 --   (an external failover is followed anyway);
 --                                 --   "managed": switchyard promotes a replica
---           write_wait = 5,       --   s a write waits for a new primary (managed)
+--                                 --   "patroni": Patroni decides; roles come from
+--                                 --   its REST API, confirmed by health polling
+--           patroni = nil,        --   "patroni": REST API URLs, any members'
+--                                 --   (e.g. { "http://10.0.0.1:8008", ... });
+--                                 --   read every health.interval.  Nodes match
+--                                 --   members by name, or by conninfo host:port
+--           write_wait = 5,       --   s a write waits for a new primary (managed,
+--                                 --   patroni)
 --           promote_timeout = 30, --   s pg_promote() may take
 --         },
 --       },
@@ -162,7 +169,7 @@ local TOP_KEYS = {
   "retry_reads", "write_functions", "route_budget", "log_level", "watch", "health", "proxy",
 }
 local CLUSTER_KEYS = { "nodes", "schemas", "pool", "failover" }
-local FAILOVER_MODES = { "none", "managed" }
+local FAILOVER_MODES = { "none", "managed", "patroni" }
 local FAILOVER_FIELDS = {
   { key = "write_wait", min = 0 },
   { key = "promote_timeout", min = 0, positive = true },
@@ -339,24 +346,32 @@ local function check_schemas(errs, path, raw)
   return schemas
 end
 
-local function check_write_functions(errs, path, raw)
+-- An array of strings each of which valid(s) accepts; what_list and
+-- what_item describe them in errors.  Returns the valid ones.
+local function check_string_list(errs, path, raw, what_list, what_item, valid)
   local out = {}
-  if raw == nil then return out end
   if type(raw) ~= "table" or array_length(raw) == nil then
-    expected(errs, path, "an array of lowercase function names", raw)
+    expected(errs, path, what_list, raw)
     return out
   end
   for i = 1, #raw do
-    local f = raw[i]
-    -- Schema-qualified names are allowed; the classifier matches the text.
-    if type(f) ~= "string" or not f:match("^[%l_][%l%d_%$]*$")
-      and not f:match("^[%l_][%l%d_%$]*%.[%l_][%l%d_%$]*$") then
-      expected(errs, index(path, i), "a lowercase function name", f)
+    local s = raw[i]
+    if type(s) ~= "string" or not valid(s) then
+      expected(errs, index(path, i), what_item, s)
     else
-      out[#out + 1] = f
+      out[#out + 1] = s
     end
   end
   return out
+end
+
+local function check_write_functions(errs, path, raw)
+  if raw == nil then return {} end
+  -- Schema-qualified names are allowed; the classifier matches the text.
+  return check_string_list(errs, path, raw, "an array of lowercase function names",
+    "a lowercase function name", function(f)
+      return f:match("^[%l_][%l%d_%$]*$") or f:match("^[%l_][%l%d_%$]*%.[%l_][%l%d_%$]*$")
+    end)
 end
 
 local BUDGET_FIELDS = {
@@ -373,13 +388,30 @@ local HEALTH_FIELDS = {
 
 local FAILOVER_DEFAULTS = { mode = "none", write_wait = 5, promote_timeout = 30 }
 
+-- Patroni REST API base URLs: http(s)://host:port, any member's.
+local function check_patroni_urls(errs, path, raw)
+  if type(raw) == "string" then raw = { raw } end
+  if type(raw) == "table" and next(raw) == nil then
+    add(errs, path, "expected at least one Patroni REST API URL")
+    return {}
+  end
+  return check_string_list(errs, path, raw, 'Patroni REST API URLs (an array of "http://host:8008")',
+    'a URL like "http://host:8008"', function(u) return u:match("^https?://[^/%s]+/?$") end)
+end
+
 local function check_failover(errs, path, raw)
   if raw == nil then return merge(FAILOVER_DEFAULTS, {}) end
   local out = merge(FAILOVER_DEFAULTS, check_number_fields(errs, path, raw, FAILOVER_FIELDS, true))
   if type(raw) == "table" then
-    check_keys(errs, path, raw, { "mode", "write_wait", "promote_timeout" })
+    check_keys(errs, path, raw, { "mode", "write_wait", "promote_timeout", "patroni" })
     if raw.mode ~= nil then
       out.mode = check_choice(errs, child(path, "mode"), raw.mode, FAILOVER_MODES)
+    end
+    if out.mode == "patroni" or raw.patroni ~= nil then
+      out.patroni = check_patroni_urls(errs, child(path, "patroni"), raw.patroni)
+      if out.mode ~= "patroni" then
+        add(errs, child(path, "patroni"), 'only with mode = "patroni"')
+      end
     end
   end
   return out

@@ -204,6 +204,9 @@ function runtime.choose_promotion(state, cluster_name, ids)
   error("failover() returned a node that is not one of the candidates", 0)
 end
 
+-- Patroni's /cluster reply as a member list (core/patroni.c).
+runtime.patroni_members = require("switchyard.patroni").members
+
 -- Percent-decodes sqlcommenter values ('a%20b' -> 'a b').
 function runtime.url_decode(s)
   return (s:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))

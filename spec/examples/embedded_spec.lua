@@ -39,7 +39,7 @@ describe("examples/embedded", function()
     local san = os.getenv("SANITIZE") == "1" and " -fsanitize=address,undefined" or ""
     local code, out, err = cluster.run("cd " .. quote(root) .. " && cc -std=c11 -Wall -Wextra -Werror"
       .. san .. " -I core -I/usr/include/postgresql examples/embedded/main.c "
-      .. quote(build .. "/libswitchyard.a") .. " -lluajit-5.1 -lpq -lev -lm -lssl -lcrypto -o " .. quote(exe))
+      .. quote(build .. "/libswitchyard.a") .. " -lluajit-5.1 -lpq -lev -lcurl -lm -lssl -lcrypto -o " .. quote(exe))
     assert.are.equal(0, code, err .. out)
     assert.are.equal("", err)
   end)

@@ -99,11 +99,36 @@ describe("config.validate on a good config", function()
     raw.clusters.main.failover = { mode = "auto", write_wait = -1, after = 3 }
     raw.clusters.main.nodes[2].priority = 1.5
     local _, errs = validate(raw)
-    has_error(errs, 'clusters.main.failover.mode: expected one of "none", "managed", got string "auto"')
+    has_error(errs, 'clusters.main.failover.mode: expected one of "none", "managed", "patroni", got string "auto"')
     has_error(errs, "clusters.main.failover.after: unknown key")
     has_error(errs, "clusters.main.nodes[2].priority: expected a non-negative integer, got number 1.5")
     has_error(errs, "clusters.main.failover.write_wait: expected a non-negative number, got number -1")
     assert.is_true(#errs >= 4)
+  end)
+
+  it("wants Patroni's REST API URLs with mode patroni, and only then", function()
+    local raw = base()
+    raw.clusters.main.failover = { mode = "patroni", patroni = { "http://10.0.0.1:8008", "https://pg2:8008/" } }
+    local cfg = assert(validate(raw))
+    assert.same({ "http://10.0.0.1:8008", "https://pg2:8008/" }, cfg.clusters[1].failover.patroni)
+    raw.clusters.main.failover = { mode = "patroni", patroni = "http://10.0.0.1:8008" }
+    assert.same({ "http://10.0.0.1:8008" }, assert(validate(raw)).clusters[1].failover.patroni)
+    raw.clusters.main.failover = { mode = "patroni" }
+    local _, errs = validate(raw)
+    has_error(errs, 'clusters.main.failover.patroni: expected Patroni REST API URLs '
+      .. '(an array of "http://host:8008"), got nil')
+    raw.clusters.main.failover = { mode = "patroni", patroni = {} }
+    _, errs = validate(raw)
+    has_error(errs, "clusters.main.failover.patroni: expected at least one Patroni REST API URL")
+    raw.clusters.main.failover = { mode = "patroni", patroni = { "ftp://x", "http://h:1/cluster", 3 } }
+    _, errs = validate(raw)
+    has_error(errs, 'clusters.main.failover.patroni[1]: expected a URL like "http://host:8008", got string "ftp://x"')
+    has_error(errs, 'clusters.main.failover.patroni[2]: expected a URL like "http://host:8008", '
+      .. 'got string "http://h:1/cluster"')
+    has_error(errs, 'clusters.main.failover.patroni[3]: expected a URL like "http://host:8008", got number 3')
+    raw.clusters.main.failover = { mode = "managed", patroni = { "http://h:1" } }
+    _, errs = validate(raw)
+    has_error(errs, 'clusters.main.failover.patroni: only with mode = "patroni"')
   end)
 
   it("sorts clusters by name, merges pool overrides, maps schemas to owners", function()

@@ -235,6 +235,7 @@ function Engine:node_stats()
       wal_position = st.wal_position, lag_bytes = st.lag_bytes, lag_ms = st.lag_ms,
       rtt_ms = st.rtt_ms, polls_ok = tonumber(st.polls_ok), polls_failed = tonumber(st.polls_failed),
       down_for_s = st.down_for_s, last_error = ffi.string(st.last_error),
+      patroni = st.patroni ~= nil and ffi.string(st.patroni) or nil,
     }
   end
   return out

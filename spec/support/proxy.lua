@@ -29,6 +29,7 @@ function M.start(bed, opts)
     log_level = opts.log_level or "info",
     default_cluster = opts.default_cluster,
     cluster_extra = opts.cluster_extra,
+    auto_roles = opts.auto_roles,
     extra = (opts.extra or "pool = { min = 1, max = 8 },") .. "\n" .. section,
   })
   local log = dir .. "/proxy.log"
