@@ -46,7 +46,9 @@ void sy__log(sy_engine *e, int level, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (e->on_log) {
+        e->in_callback++;
         e->on_log(e->log_user_data, level, msg);
+        e->in_callback--;
         return;
     }
     int l = level < 0 ? 0 : level > 3 ? 3 : level;
@@ -92,8 +94,11 @@ void sy__emit(sy_engine *e, sy_event_type type, const char *cluster,
         .message = msg,
         .at = ev_now(e->loop),
     };
-    if (e->on_event)
+    if (e->on_event) {
+        e->in_callback++;
         e->on_event(e->event_user_data, &ev);
+        e->in_callback--;
+    }
     if (e->lua)
         sy__lua_on_event(e->lua, &ev);
 }
@@ -275,6 +280,8 @@ void sy__engine_check_stopped(sy_engine *e)
         sy__health_stop(e->lua->topo.nodes[i]);
     }
     sy__patroni_stop(e->lua);
+    sy__http_free(e->http); /* and its kept-alive connections to Patroni */
+    e->http = NULL;
     sy__engine_set_state(e, SY_ENGINE_STOPPED);
     sy__reload_unwatch(e);
     ev_timer_stop(e->loop, &e->deferred_timer);
@@ -360,10 +367,11 @@ void sy_engine_free(sy_engine *e)
         ev_timer_stop(e->loop, &e->reap_timer);
     sy__engine_reap(e);
     sy__request_free_all(e);
+    sy__http_free(e->http); /* its watchers are on the loop */
+    e->http = NULL;
     if (e->own_loop && e->loop)
         ev_loop_destroy(e->loop);
     sy__classify_cache_free(e->classify_cache);
-    sy__http_free(e->http);
     free(e->home);
     free(e->config_path);
     free(e);
@@ -385,5 +393,7 @@ int sy_engine_reload(sy_engine *e)
         return SY_EINVAL;
     if (SY_ENGINE_CLOSING(e))
         return SY_ESTOPPED;
+    if (e->in_callback > 0)
+        return sy__reload_soon(e);
     return sy__reload_now(e);
 }

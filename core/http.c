@@ -137,6 +137,11 @@ static int timerfunction_cb(CURLM *multi, long ms, void *userp)
 
 sy_http *sy__http_new(struct ev_loop *loop)
 {
+    /* Without an asynchronous resolver, a name lookup would block the
+     * loop: refuse (Debian's libcurl has the threaded one). */
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    if (!v || !(v->features & CURL_VERSION_ASYNCHDNS))
+        return NULL;
     sy_http *h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
@@ -205,7 +210,17 @@ sy_http_get *sy__http_get(sy_http *h, const char *url, double timeout, size_t ma
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, g);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, ms > 0 ? ms : 1L);
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    /* Ending a request whose name lookup still runs must not wait for the
+     * resolver thread (libcurl would join it, on the loop). */
+    curl_easy_setopt(easy, CURLOPT_QUICK_EXIT, 1L);
+    /* Patroni sits next to the databases: an http_proxy meant for the
+     * outside world must not come between. */
+    curl_easy_setopt(easy, CURLOPT_NOPROXY, "*");
+#if LIBCURL_VERSION_NUM >= 0x075500 /* 7.85 */
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
     curl_easy_setopt(easy, CURLOPT_USERAGENT, "switchyard");
     CURLMcode rc = curl_multi_add_handle(h->multi, easy);
     if (rc != CURLM_OK) {

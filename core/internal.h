@@ -247,8 +247,9 @@ typedef struct sy_http_get sy_http_get;
  * timeout, a body past max_body).  The request is already freed. */
 typedef void (*sy_http_cb)(void *data, long status, const char *body, size_t len,
                            const char *err);
-/* The engine's HTTP client on loop; NULL when out of memory.  The engine
- * owns it; sy__http_free() cancels what is in flight (no callbacks). */
+/* The engine's HTTP client on loop; NULL when out of memory or when this
+ * libcurl has no asynchronous resolver.  The engine owns it;
+ * sy__http_free() cancels what is in flight (no callbacks). */
 sy_http *sy__http_new(struct ev_loop *loop);
 void sy__http_free(sy_http *h);
 /* Starts GET url (copied), giving up after timeout seconds; cb fires once
@@ -273,6 +274,9 @@ int sy__patroni_build(sy_lua *lua, const sy_lua *previous, char *err, size_t err
 void sy__patroni_start(sy_lua *lua);
 void sy__patroni_stop(sy_lua *lua);
 void sy__patroni_free(sy_lua *lua);
+/* lua now serves: its nodes follow Patroni or not as its config says
+ * (a change resets what Patroni said and recomputes the roles). */
+void sy__patroni_adopt(sy_lua *lua);
 /* "leader", "member", "none" (static); NULL when n does not follow Patroni. */
 const char *sy__patroni_role_name(const sy_node *n);
 
@@ -428,6 +432,7 @@ struct sy_lua {
     int ref_choose_promotion; /* runtime.choose_promotion */
     int ref_patroni_members; /* runtime.patroni_members */
     sy_patroni *patroni;     /* watchers of Patroni clusters, owned */
+    unsigned char *follow_patroni; /* per node: its cluster follows Patroni */
     int ref_q_keys;          /* q's field names, interned (lua_route.c) */
     int ref_node_tables;     /* array: node id -> node table */
     int ref_loaded_files;    /* array of file paths the state loaded */
@@ -708,6 +713,7 @@ struct sy_engine {
     uint64_t rand_state;
     sy_classify_cache *classify_cache; /* owned; may be NULL */
     sy_http *http;             /* owned; made on first use (Patroni) */
+    int in_callback;           /* inside a host callback: reloads wait */
 
     /* Set by the proxy before sy_engine_start(): start the nodes' relay
      * pools (not the query pools, which then open on first use). */
@@ -754,6 +760,8 @@ void sy__node_free_memory(sy_node *n);
 int sy__reload_watch(sy_engine *e);
 void sy__reload_unwatch(sy_engine *e);
 int sy__reload_now(sy_engine *e);
+/* Reloads on the next loop turn (from inside a host callback).  0. */
+int sy__reload_soon(sy_engine *e);
 
 /* ------------------------------------------------------------ relay_conn
  * (core/relay_conn.c; the FFI-friendly half is core/relay_conn.h) */

@@ -252,7 +252,8 @@ static int build_nodes(sy_lua *lua, int flat, const sy_topology *reuse,
     lua_State *L = lua->L;
     int n = (int)lua_objlen(L, flat);
     lua->topo.nodes = calloc((size_t)(n > 0 ? n : 1), sizeof(sy_node *));
-    if (!lua->topo.nodes) {
+    lua->follow_patroni = calloc((size_t)(n > 0 ? n : 1), 1);
+    if (!lua->topo.nodes || !lua->follow_patroni) {
         sy__fmt(err, errlen, "out of memory");
         return -1;
     }
@@ -288,6 +289,7 @@ static int build_nodes(sy_lua *lua, int flat, const sy_topology *reuse,
                  : strcmp(role, "primary") == 0    ? SY_ROLE_PRIMARY
                                                    : SY_ROLE_REPLICA;
         sy_node *node = find_reusable(reuse, full, conninfo);
+        int reused = node != NULL;
         if (node) {
             sy__node_ref(node);
             node->configured_role = r;
@@ -308,10 +310,14 @@ static int build_nodes(sy_lua *lua, int flat, const sy_topology *reuse,
         node->id = i;
         node->priority = priority;
         node->failover_managed = managed;
-        if (node->follow_patroni != patroni)
-            node->patroni_role = SY_PATRONI_NONE; /* nothing heard yet */
-        node->follow_patroni = patroni;
-        node->role = sy__role_effective(node);
+        /* Whether the node follows Patroni decides whether it may be
+         * primary: a node the serving state shares changes only once this
+         * state serves (sy__patroni_adopt), never by a reload that fails. */
+        lua->follow_patroni[i - 1] = (unsigned char)patroni;
+        if (!reused) {
+            node->follow_patroni = patroni;
+            node->role = sy__role_effective(node);
+        }
         node->write_wait = write_wait;
         node->promote_timeout = promote_timeout;
         lua->topo.nodes[lua->topo.n++] = node;
@@ -503,6 +509,7 @@ void sy__lua_free(sy_lua *lua)
     for (int i = 0; i < lua->topo.n; i++)
         sy__node_unref(lua->topo.nodes[i]);
     free(lua->topo.nodes);
+    free(lua->follow_patroni);
     if (lua->set.write_functions)
         for (char **w = lua->set.write_functions; *w; w++)
             free(*w);

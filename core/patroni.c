@@ -255,7 +255,7 @@ static void fetch(sy_patroni *w)
 {
     sy_engine *e = engine_of(w);
     if (!e->http && !(e->http = sy__http_new(e->loop))) {
-        url_failed(w, "out of memory");
+        url_failed(w, "no HTTP client (out of memory, or libcurl without an asynchronous resolver)");
         return;
     }
     char url[1100], err[256];
@@ -298,10 +298,11 @@ static int node_address(const sy_node *n, char **host, char **port)
     sy_conninfo_address addr;
     sy__conninfo_address(opts, &addr);
     const char *h = addr.host ? addr.host : addr.hostaddr, *p = addr.port;
-    *host = h && h[0] != '/' ? sy__strndup(h, strcspn(h, ",")) : NULL;
+    int tcp = h && h[0] != '/'; /* a socket directory matches no member */
+    *host = tcp ? sy__strndup(h, strcspn(h, ",")) : NULL;
     *port = sy__strndup(p ? p : "5432", p ? strcspn(p, ",") : 4);
-    PQconninfoFree(opts);
-    return (h && h[0] != '/' && !*host) || !*port ? -1 : 0;
+    PQconninfoFree(opts); /* h and p pointed into it */
+    return (tcp && !*host) || !*port ? -1 : 0;
 }
 
 /* Reads failover.patroni (an array of URLs) of node table t. */
@@ -398,6 +399,22 @@ int sy__patroni_build(sy_lua *lua, const sy_lua *previous, char *err, size_t err
     }
     lua_pop(L, 2);
     return 0;
+}
+
+void sy__patroni_adopt(sy_lua *lua)
+{
+    sy_engine *e = lua->engine;
+    int changed = 0;
+    for (int i = 0; i < lua->topo.n; i++) {
+        sy_node *n = lua->topo.nodes[i];
+        if (n->follow_patroni == lua->follow_patroni[i])
+            continue;
+        n->follow_patroni = lua->follow_patroni[i];
+        n->patroni_role = SY_PATRONI_NONE; /* nothing heard yet */
+        changed = 1;
+    }
+    if (changed && e && e->lua == lua)
+        sy__roles_recompute(e, 0, lua->topo.n, "failover.mode changed by a reload");
 }
 
 void sy__patroni_start(sy_lua *lua)

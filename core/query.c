@@ -487,7 +487,9 @@ static void deliver(sy_request *req)
     }
     if (s)
         s->inflight = NULL;
+    e->in_callback++;
     req->cb(req->user_data, &reply);
+    e->in_callback--;
     for (int i = 0; i < req->nresults; i++)
         if (req->results[i])
             PQclear(req->results[i]);

@@ -125,6 +125,15 @@ void sy__reload_unwatch(sy_engine *e)
     unwatch_files(e);
 }
 
+int sy__reload_soon(sy_engine *e)
+{
+    if (!ev_is_active(&e->reload_debounce)) {
+        ev_timer_init(&e->reload_debounce, reload_cb, 0., 0.);
+        ev_timer_start(e->loop, &e->reload_debounce);
+    }
+    return 0;
+}
+
 int sy__reload_now(sy_engine *e)
 {
     char err[1024];
@@ -141,6 +150,7 @@ int sy__reload_now(sy_engine *e)
     }
     sy_lua *old = e->lua;
     e->lua = fresh;
+    sy__patroni_adopt(fresh);
     if (e->state == SY_ENGINE_RUNNING) {
         for (int i = 0; i < fresh->topo.n; i++) {
             sy__pool_start(e->relay_mode ? &fresh->topo.nodes[i]->relay_pool

@@ -175,7 +175,11 @@ void sy_engine_free(sy_engine *engine);
  * them (syntax, schema, hooks, the policy's selftest()); on success it
  * replaces the current one between queries and 0 is returned.  On failure
  * the old state keeps serving, SY_ECONFIG or SY_EPOLICY is returned and the
- * reason is in sy_engine_last_error(). */
+ * reason is in sy_engine_last_error().  Called from inside one of the
+ * engine's callbacks (a reply, an event, a log line), where the state in
+ * use cannot be replaced, the reload runs on the next loop turn instead and
+ * 0 only means it is scheduled (its outcome is a reload_ok or
+ * reload_failed event). */
 int sy_engine_reload(sy_engine *engine);
 
 /* The last configuration or reload error, "" if none.  Borrowed; valid until

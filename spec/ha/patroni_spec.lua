@@ -107,7 +107,8 @@ describe("following Patroni", function()
       end, 4)
       local writer = cluster.repo_root() .. "/spec/clients/failover_writer.py"
       local py_out = bed.dir .. "/writer.out"
-      local py = bed:spawn(px.env() .. "/usr/bin/python3 " .. cluster.quote(writer) .. " 10", py_out)
+      -- It writes until stopped, two seconds after the switchover ended.
+      local py = bed:spawn(px.env() .. "/usr/bin/python3 " .. cluster.quote(writer) .. " 120", py_out)
       local t0 = cluster.now()
       w.run_while(function() return cluster.now() - t0 < 2 end, 5)
       local sw = bed.patroni.switchover(old.name, new.name)
@@ -117,7 +118,7 @@ describe("following Patroni", function()
         return not sw_done or cluster.now() - sw_done < 2
       end, 60)
       eng:run_until(function() return w.inflight == 0 end, 20)
-      cluster.wait_for(function() return not cluster.pid_alive(py.pid) end, 30, "the proxy writer")
+      py.stop()
       local sw_text = read_file(bed.dir .. "/switchover." .. new.name .. ".out")
       assert.matches("Successfully switched over", sw_text)
 
@@ -206,13 +207,51 @@ describe("following Patroni", function()
       return ("http://127.0.0.1:%d"):format(port)
     end
 
+    -- Accepts connections and never answers.
     local function silent_server()
       local port = cluster.free_port()
       servers[#servers + 1] = bed:spawn(("exec /usr/bin/python3 -c %s"):format(cluster.quote(
         "import socket, time\ns = socket.socket()\ns.bind(('127.0.0.1', " .. port .. "))\ns.listen(16)\n"
         .. "held = []\nwhile True:\n    held.append(s.accept())\n")))
-      cluster.sleep(0.3)
-      return ("http://127.0.0.1:%d"):format(port)
+      local url = ("http://127.0.0.1:%d"):format(port)
+      -- curl exits 28 (timed out) once the port accepts, 7 while refused.
+      cluster.wait_for(function()
+        return os.execute("curl -s -m 0.3 -o /dev/null " .. url .. " 2>/dev/null") == 28 * 256
+      end, 10, "the silent server to listen")
+      return url
+    end
+
+    -- Serves `members` (a list of { name, role, node }) as Patroni's
+    -- /cluster, addresses taken from the nodes.
+    local function fake_patroni(dir, members)
+      local parts = {}
+      for i, m in ipairs(members) do
+        parts[i] = ('{"name": "%s", "role": "%s", "state": "running", "host": "127.0.0.1", "port": %d}')
+          :format(m[1], m[2], m[3].port)
+      end
+      return http_server(dir, '{"members": [' .. table.concat(parts, ", ") .. ']}')
+    end
+
+    -- An engine whose nodes are named "n1".."n3" (never like a member):
+    -- Patroni's members match them by host and port only.
+    local function unnamed_config(path, failover, extra)
+      local lines = { "return { clusters = { main = { nodes = {" }
+      for i, node in ipairs(bed.nodes) do
+        lines[#lines + 1] = ("  { name = %q, conninfo = %q },"):format("n" .. i, node.conninfo)
+      end
+      lines[#lines + 1] = "}, " .. failover .. " } }, log_level = \"warn\", " .. HEALTH .. (extra or "") .. " }"
+      local f = assert(io.open(path, "w"))
+      f:write(table.concat(lines, "\n"))
+      f:close()
+      return path
+    end
+
+    local function start_unnamed(urls, write_wait)
+      local path = unnamed_config(E.tmpdir() .. "/config.lua", follow(urls, write_wait))
+      local e, err = E.new(path)
+      assert(e, err)
+      e.config_path = path
+      return e
     end
 
     after_each(function()
@@ -234,7 +273,7 @@ describe("following Patroni", function()
       local msg = fault:events_of("patroni_down")[1].message
       assert.matches("gave no usable answer 3 times", msg, 1, true)
       -- The last URL tried names its fault (silence: the timeout).
-      assert.matches(silent .. "/cluster", msg, 1, true)
+      assert.matches(silent .. "/cluster: [^)]*timed out", msg)
       local r = fault:query("SELECT 1")
       assert.is_true(r.ok, r.message) -- reads go on: the loop never blocked
       local wr = fault:query("INSERT INTO pt_engine (v, port) VALUES (-1, 0)")
@@ -260,6 +299,68 @@ describe("following Patroni", function()
       assert.is_true(wr.ok, wr.message)
       assert.are.equal("main." .. now.name, ports[wr.value])
       assert.are.equal("leader", fault:node_stats()["main." .. now.name].patroni)
+    end)
+
+    it("gives nothing to a server that says primary while Patroni names another leader", function()
+      local real = cluster.wait_for(leader, 30, "Patroni's leader")
+      local other = real == bed.nodes[1] and bed.nodes[2] or bed.nodes[1]
+      local members = {}
+      for i, node in ipairs(bed.nodes) do
+        members[i] = { "member" .. i, node == other and "leader" or "replica", node }
+      end
+      local url = fake_patroni(bed.dir .. "/liar", members)
+      fault = start_unnamed({ url }, 0.5)
+      local real_name, other_name
+      for i, node in ipairs(bed.nodes) do
+        if node == real then real_name = "main.n" .. i end
+        if node == other then other_name = "main.n" .. i end
+      end
+      assert.is_true(fault:run_until(function()
+        local st = fault:node_stats()
+        return st[real_name].polls_ok > 0 and st[other_name].polls_ok > 0
+          and st[real_name].patroni == "member" and st[other_name].patroni == "leader"
+      end, 10), fault:event_log())
+      local st = fault:node_stats()
+      assert.are.equal("unknown", st[real_name].role) -- says primary; Patroni says otherwise
+      assert.are.equal("replica", st[other_name].role) -- named leader; still in recovery
+      local wr = fault:query("INSERT INTO pt_engine (v, port) VALUES (-3, 0)")
+      assert.is_false(wr.ok)
+      assert.matches("no primary", wr.message)
+      local r = fault:query("SELECT inet_server_port()")
+      assert.is_true(r.ok, r.message)
+      assert.are_not.equal(tostring(real.port), r.value)
+      assert.are.equal(0, st[real_name].queries)
+      -- A reload to failover.mode = "none" that fails (its policy's
+      -- selftest) changes nothing: the state that serves still follows
+      -- Patroni, and the server Patroni disowns still gets no write.
+      local dir = fault.config_path:match("^(.*)/")
+      local f = assert(io.open(dir .. "/failing.lua", "w"))
+      f:write('return { route = function() end, selftest = function() error("refused on purpose") end }')
+      f:close()
+      unnamed_config(fault.config_path, 'failover = { mode = "none" }', ' policy = "failing.lua",')
+      assert.are_not.equal(0, (fault:reload()))
+      fault:run_for(0.6)
+      assert.are.equal("unknown", fault:node_stats()[real_name].role)
+      wr = fault:query("INSERT INTO pt_engine (v, port) VALUES (-5, 0)")
+      assert.is_false(wr.ok)
+    end)
+
+    it("keeps the roles it last heard while Patroni stops answering", function()
+      fault = start_engine(bed.patroni.urls, 5)
+      local now = cluster.wait_for(leader, 30, "Patroni's leader")
+      assert.is_true(fault:run_until(function()
+        return fault:node_stats()["main." .. now.name].role == "primary"
+      end, 10), fault:event_log())
+      local refused = ("http://127.0.0.1:%d"):format(cluster.free_port())
+      engine_config({ refused }, 5, fault.config_path)
+      assert.are.equal(0, (fault:reload()))
+      assert.is_true(fault:run_until(function() return #fault:events_of("patroni_down") > 0 end, 20),
+        fault:event_log())
+      assert.matches(refused .. "/cluster: [^)]*onnect", fault:events_of("patroni_down")[1].message)
+      assert.are.equal("primary", fault:node_stats()["main." .. now.name].role)
+      local wr = fault:query("INSERT INTO pt_engine (v, port) VALUES (-4, inet_server_port()) RETURNING port")
+      assert.is_true(wr.ok, wr.message)
+      assert.are.equal("main." .. now.name, ports[wr.value])
     end)
   end)
 end)
