@@ -423,7 +423,8 @@ struct sy_topology {
 struct sy_lua {
     sy_engine *engine;       /* NULL for a dry run (no pools, no network) */
     lua_State *L;
-    int ref_state, ref_route, ref_on_event, ref_q, ref_traceback, ref_facade;
+    int ref_state, ref_on_event, ref_q, ref_traceback, ref_facade;
+    int ref_route_entry;     /* runtime's door to route(q) (lua_route.c) */
     int ref_session_default; /* q.session when the query has no session */
     int ref_sessions;        /* lightuserdata sy_session* -> q.session */
     int ref_kind[6];         /* interned kind names, by sy_kind */
@@ -433,7 +434,6 @@ struct sy_lua {
     int ref_patroni_members; /* runtime.patroni_members */
     sy_patroni *patroni;     /* watchers of Patroni clusters, owned */
     unsigned char *follow_patroni; /* per node: its cluster follows Patroni */
-    int ref_q_keys;          /* q's field names, interned (lua_route.c) */
     int ref_node_tables;     /* array: node id -> node table */
     int ref_loaded_files;    /* array of file paths the state loaded */
     unsigned generation;     /* distinguishes states for cached refs */

@@ -388,7 +388,7 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua->set.health_timeout = 2;
     lua->set.health_fall = 3;
     lua->set.health_rise = 2;
-    lua->ref_route = lua->ref_on_event = lua->ref_state = LUA_NOREF;
+    lua->ref_route_entry = lua->ref_on_event = lua->ref_state = LUA_NOREF;
     lua->ref_apply_roles = lua->ref_choose_promotion = lua->ref_patroni_members = LUA_NOREF;
     char resolved[PATH_MAX];
     const char *path = realpath(config_path, resolved) ? resolved : config_path;
@@ -462,8 +462,8 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua_pushvalue(L, state);
     if (sy__lua_pcall(lua, 1, 0, LOAD_BUDGET_FACTOR, err, errlen) < 0)
         goto fail;
+    lua->ref_route_entry = take_ref(L, state, "route_entry");
     lua_getfield(L, state, "policy");
-    lua->ref_route = take_ref(L, lua_gettop(L), "route");
     lua->ref_on_event = take_ref(L, lua_gettop(L), "on_event");
     lua_pop(L, 1);
 

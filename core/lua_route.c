@@ -294,13 +294,6 @@ void sy__lua_forget_session(sy_lua *lua, sy_session *s)
     lua_pop(L, 1);
 }
 
-/* q's keys, interned once (sy__lua_install_q_metatable): lua_setfield
- * would hash and look up each key string on every decision. */
-enum { QK_SQL = 1, QK_KIND, QK_IN_TX, QK_FLAGS, QK_HINTS, QK_SCHEMAS, QK_PARAMS,
-       QK_SESSION, QK_RETRY, QK_COUNT = QK_RETRY };
-static const char *const q_key_names[QK_COUNT] = {
-    "sql", "kind", "in_tx", "flags", "hints", "schemas", "params", "session", "retry"};
-
 /* q.sql and q.params are made when the policy first reads them in a
  * decision (most never do): a Lua string of every statement's text would
  * be the largest part of a decision's cost and of the garbage it leaves. */
@@ -326,12 +319,6 @@ static int q_index(lua_State *L)
 void sy__lua_install_q_metatable(sy_lua *lua)
 {
     lua_State *L = lua->L;
-    lua_createtable(L, QK_COUNT, 0);
-    for (int i = 0; i < QK_COUNT; i++) {
-        lua_pushstring(L, q_key_names[i]);
-        lua_rawseti(L, -2, i + 1);
-    }
-    lua->ref_q_keys = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_q);
     lua_createtable(L, 0, 1);
     lua_pushlightuserdata(L, lua);
@@ -341,60 +328,27 @@ void sy__lua_install_q_metatable(sy_lua *lua)
     lua_pop(L, 1);
 }
 
-/* q[key] = the value on top of the stack (popped).  q has no __newindex,
- * so a raw set is what an assignment would do. */
-static void set_q(lua_State *L, int q, int keys, int key)
-{
-    lua_rawgeti(L, keys, key);
-    lua_insert(L, -2);
-    lua_rawset(L, q);
-}
-
-/* Removes q[key] if the last decision left it.  Assigning nil to a key the
- * table lacks is not free in LuaJIT: it inserts the key, and the table
- * rehashes on every decision (measured: a third of a decision's cost). */
-static void clear_q(lua_State *L, int q, int keys, int key)
-{
-    lua_rawgeti(L, keys, key);
-    lua_rawget(L, q);
-    int present = !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (present) {
-        lua_pushnil(L);
-        set_q(L, q, keys, key);
-    }
-}
-
-static void fill_q(sy_lua *lua, int q, const sy_route_input *in)
+/* Pushes q's fields, the arguments of runtime's route entry, in its
+ * order: kind, in_tx, flags, hints, schemas, session, retry.  Returns how
+ * many. */
+static int push_q_fields(sy_lua *lua, const sy_route_input *in)
 {
     lua_State *L = lua->L;
     const sy_statement *st = in->stmt;
-    lua->current_input = in;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_q_keys);
-    int keys = lua_gettop(L);
-    clear_q(L, q, keys, QK_SQL);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_kind[st->kind]);
-    set_q(L, q, keys, QK_KIND);
     lua_pushboolean(L, in->in_tx);
-    set_q(L, q, keys, QK_IN_TX);
     push_flags(lua, st->flags);
-    set_q(L, q, keys, QK_FLAGS);
     push_hints(lua, in->sql, st);
-    set_q(L, q, keys, QK_HINTS);
     push_schemas(lua, in->sql, st);
-    set_q(L, q, keys, QK_SCHEMAS);
-    clear_q(L, q, keys, QK_PARAMS);
     push_session(lua, in->session);
-    set_q(L, q, keys, QK_SESSION);
     if (in->failed_node) {
         lua_createtable(L, 0, 1);
         push_node_table(lua, in->failed_node);
         lua_setfield(L, -2, "failed");
-        set_q(L, q, keys, QK_RETRY);
     } else {
-        clear_q(L, q, keys, QK_RETRY);
+        lua_pushnil(L);
     }
-    lua_pop(L, 1); /* keys */
+    return 7;
 }
 
 /* ------------------------------------------------------------ decisions */
@@ -500,10 +454,10 @@ void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out)
     out->wait = 0;
     out->sqlstate[0] = '\0';
     out->message[0] = '\0';
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_route);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_q);
-    fill_q(lua, lua_gettop(L), in);
-    int rc = sy__lua_pcall(lua, 1, 3, 1, out->message, sizeof out->message);
+    lua->current_input = in; /* for q.sql and q.params, made on demand */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_route_entry);
+    int nargs = push_q_fields(lua, in);
+    int rc = sy__lua_pcall(lua, nargs, 4, 1, out->message, sizeof out->message);
     lua->current_input = NULL;
     if (rc < 0) {
         out->failed = 1;
@@ -511,6 +465,12 @@ void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out)
         return;
     }
     int r1 = top + 1;
+    int id = lua_type(L, r1 + 3) == LUA_TNUMBER ? (int)lua_tointeger(L, r1 + 3) : 0;
+    if (id >= 1 && id <= lua->topo.n) {
+        out->node = lua->topo.nodes[id - 1]; /* a node table (the entry read its id) */
+        lua_settop(L, top);
+        return;
+    }
     decide(lua, r1, in, out);
     if (out->failed && lua->policy_path) {
         /* What route() returned is wrong, not where it raised: name the
