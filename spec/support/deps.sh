@@ -25,12 +25,12 @@ cd "$(dirname "$0")/../.."
 # `java -cp /usr/share/java/postgresql.jar X.java`, single-file source
 # launch, which needs the compiler a JRE lacks); PgBouncer and Pgpool-II for
 # `make bench`; Patroni and etcd for the Patroni spec (spec/ha/patroni_spec.lua);
-# libcurl reads Patroni's REST API.
+# libcurl reads Patroni's REST API (the curl tool: the Patroni test bed).
 want="build-essential pkg-config libluajit-5.1-dev luajit libpq-dev libev-dev
       lua-cjson lua-busted lua-check libssl-dev libpg-query-dev libcurl4-openssl-dev
       postgresql-15 postgresql-client-15 clang libclang-rt-14-dev openssl
       python3-psycopg2 libpostgresql-jdbc-java openjdk-17-jdk-headless
-      pgbouncer pgpool2 patroni etcd-server etcd-client"
+      pgbouncer pgpool2 patroni etcd-server etcd-client curl"
 # Node.js may come from elsewhere (NodeSource here); Debian's is only the
 # fallback, and with it Debian's npm (NodeSource's nodejs bundles npm).
 command -v node >/dev/null 2>&1 || want="$want nodejs"
