@@ -190,6 +190,38 @@ describe("following Patroni", function()
         .. table.concat(py_missing, ", "))
     end)
 
+  it("examples/configs/patroni.lua follows the same Patroni", function()
+    local ffi = require("ffi")
+    pcall(ffi.cdef, "int setenv(const char *name, const char *value, int overwrite);")
+    local env = { SY_PATRONI_URLS = table.concat(bed.patroni.urls, ","), SY_HOST = "127.0.0.1" }
+    for i, node in ipairs(bed.nodes) do env["SY_PG" .. i .. "_PORT"] = tostring(node.port) end
+    local prefix = {}
+    for k, v in pairs(env) do
+      assert(ffi.C.setenv(k, v, 1) == 0) -- for the engine's Lua state, in this process
+      prefix[#prefix + 1] = k .. "=" .. cluster.quote(v)
+    end
+    local path = cluster.repo_root() .. "/examples/configs/patroni.lua"
+    local code, out, err = cluster.run(table.concat(prefix, " ") .. " " .. cluster.quote(cluster.build_dir()
+      .. "/switchyard") .. " check " .. cluster.quote(path))
+    assert.are.equal(0, code, err .. out)
+    local e, why = E.new(path)
+    assert(e, why)
+    local ok, failure = pcall(function()
+      local now = cluster.wait_for(leader, 30, "Patroni's leader")
+      assert.is_true(e:run_until(function()
+        return e:node_stats()["main." .. now.name].role == "primary"
+      end, 10), e:event_log())
+      local wr = e:query("INSERT INTO pt_engine (v, port) VALUES (-6, inet_server_port()) RETURNING port")
+      assert.is_true(wr.ok, wr.message)
+      assert.are.equal("main." .. now.name, ports[wr.value])
+      local r = e:query("SELECT inet_server_port()")
+      assert.is_true(r.ok, r.message)
+      assert.are_not.equal("main." .. now.name, ports[r.value]) -- reads on a replica
+    end)
+    e:close()
+    if not ok then error(failure, 0) end
+  end)
+
   describe("Patroni endpoints that misbehave", function()
     local servers = {}
     local fault
