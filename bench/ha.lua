@@ -72,7 +72,7 @@ end
 local function failover_once()
   local took
   local spec = { name = "main", replicas = 2,
-    settings = { synchronous_standby_names = "ANY 1 (*)", synchronous_commit = "on" } }
+    settings = cluster.SYNCHRONOUS }
   with_bed(spec, function(bed)
       local c = bed.clusters.main
       local ports = E.port_names(bed, "main.")

@@ -158,11 +158,10 @@ int sy_route_dry_run(const char *config_path, const char *home,
     sy__buf_init(&b);
     int rc = 0;
     for (const char *const *d = down_nodes; d && *d; d++) {
-        int found = 0;
-        for (int i = 0; i < lua->topo.n; i++)
-            if (strcmp(lua->topo.nodes[i]->full_name, *d) == 0)
-                found = lua->topo.nodes[i]->forced_down = 1;
-        if (!found) {
+        sy_node *n = sy__topology_find(&lua->topo, *d);
+        if (n) {
+            n->forced_down = 1;
+        } else {
             sy__buf_printf(&b, "--down %s: no such node (use cluster.node)\n", *d);
             rc = SY_ENOTFOUND;
         }

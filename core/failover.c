@@ -21,14 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static sy_lua *current_lua(const sy_node *n)
-{
-    sy_engine *e = n->engine;
-    if (!e || !e->lua || n->id < 1 || n->id > e->lua->topo.n || e->lua->topo.nodes[n->id - 1] != n)
-        return NULL; /* dropped by a reload: no longer anyone's concern */
-    return e->lua;
-}
-
 static int usable_primary(const sy_node *n)
 {
     return n->role == SY_ROLE_PRIMARY && n->healthy && !n->fenced && !n->forced_down;
@@ -225,9 +217,10 @@ static void promoted(sy_node *n, void *data, PGresult *res, const char *err)
     sy__emit(e, SY_EVENT_FAILOVER_DONE, n->cluster, n->full_name,
              "%s is the primary of cluster %s (promoted in %.3f s)", n->full_name, n->cluster, took);
     /* The server said so: no need to wait for the next poll. */
-    n->role = SY_ROLE_PRIMARY;
+    n->server_role = SY_ROLE_PRIMARY;
+    n->role = sy__role_effective(n);
     sy__roles_refresh(e); /* parked writes go to it now */
-    sy_lua *lua = current_lua(n);
+    sy_lua *lua = sy__node_current_lua(n);
     if (!lua)
         return;
     int from, to;
@@ -271,7 +264,7 @@ static sy_node *choose(sy_lua *lua, const sy_node *old, int from, int to, char *
 
 void sy__failover_primary_down(sy_node *old)
 {
-    sy_lua *lua = current_lua(old);
+    sy_lua *lua = sy__node_current_lua(old);
     if (!lua || !old->failover_managed || old->fenced || old->failover_tried ||
         old->role != SY_ROLE_PRIMARY)
         return;

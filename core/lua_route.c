@@ -353,14 +353,6 @@ static int push_q_fields(sy_lua *lua, const sy_route_input *in)
 
 /* ------------------------------------------------------------ decisions */
 
-static sy_node *find_by_name(sy_lua *lua, const char *name)
-{
-    for (int i = 0; i < lua->topo.n; i++)
-        if (strcmp(lua->topo.nodes[i]->full_name, name) == 0)
-            return lua->topo.nodes[i];
-    return NULL;
-}
-
 /* {cluster=, role=}: the engine's own round robin over healthy nodes. */
 static sy_node *pick_in_cluster(sy_lua *lua, const char *cluster, int role,
                                 const sy_node *avoid)
@@ -391,25 +383,10 @@ static void decide_from_table(sy_lua *lua, int t, const sy_route_input *in,
         return;
     }
     lua_pop(L, 1);
-    lua_pushliteral(L, "id");
-    lua_rawget(L, t);
-    if (lua_isnumber(L, -1)) {
-        int id = (int)lua_tointeger(L, -1);
-        lua_pop(L, 1);
-        if (id >= 1 && id <= lua->topo.n) {
-            out->node = lua->topo.nodes[id - 1];
-            return;
-        }
-        out->failed = 1;
-        sy__fmt(out->message, sizeof out->message,
-                "route() returned a node with an unknown id %d", id);
-        return;
-    }
-    lua_pop(L, 1);
     lua_getfield(L, t, "node");
     const char *name = lua_tostring(L, -1);
     if (name) {
-        out->node = find_by_name(lua, name);
+        out->node = sy__topology_find(&lua->topo, name);
         if (!out->node) {
             out->failed = 1;
             sy__fmt(out->message, sizeof out->message,
@@ -465,13 +442,20 @@ void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out)
         return;
     }
     int r1 = top + 1;
-    int id = lua_type(L, r1 + 3) == LUA_TNUMBER ? (int)lua_tointeger(L, r1 + 3) : 0;
-    if (id >= 1 && id <= lua->topo.n) {
-        out->node = lua->topo.nodes[id - 1]; /* a node table (the entry read its id) */
-        lua_settop(L, top);
-        return;
+    if (lua_type(L, r1 + 3) == LUA_TNUMBER) {
+        /* A node table: the entry read its id (runtime.lua). */
+        int id = (int)lua_tointeger(L, r1 + 3);
+        if (id >= 1 && id <= lua->topo.n) {
+            out->node = lua->topo.nodes[id - 1];
+            lua_settop(L, top);
+            return;
+        }
+        out->failed = 1;
+        sy__fmt(out->message, sizeof out->message,
+                "route() returned a node with an unknown id %d", id);
+    } else {
+        decide(lua, r1, in, out);
     }
-    decide(lua, r1, in, out);
     if (out->failed && lua->policy_path) {
         /* What route() returned is wrong, not where it raised: name the
          * policy file so the author knows which one. */

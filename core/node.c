@@ -119,3 +119,19 @@ void sy__node_set_health(sy_node *n, int healthy, const char *why)
         sy__pool_node_down(&n->relay_pool);
     }
 }
+
+sy_lua *sy__node_current_lua(const sy_node *n)
+{
+    sy_engine *e = n->engine;
+    if (!e || !e->lua || n->id < 1 || n->id > e->lua->topo.n || e->lua->topo.nodes[n->id - 1] != n)
+        return NULL;
+    return e->lua;
+}
+
+sy_node *sy__topology_find(const sy_topology *t, const char *full_name)
+{
+    for (int i = 0; t && i < t->n; i++)
+        if (strcmp(t->nodes[i]->full_name, full_name) == 0)
+            return t->nodes[i];
+    return NULL;
+}

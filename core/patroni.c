@@ -95,7 +95,7 @@ static const char *field_string(lua_State *L, int t, const char *k, char *buf, s
 }
 
 /* What the member list at stack index list says of node i of w. */
-static int role_of(sy_patroni *w, lua_State *L, int list, int i, char *leader, size_t len)
+static int role_of(const sy_patroni *w, lua_State *L, int list, int i)
 {
     const sy_node *n = w->lua->topo.nodes[i];
     int k = i - w->from;
@@ -103,74 +103,50 @@ static int role_of(sy_patroni *w, lua_State *L, int list, int i, char *leader, s
     for (int m = 1; m <= count; m++) {
         lua_rawgeti(L, list, m);
         int t = lua_gettop(L);
-        char name[128], host[256], port[32], role[32], state[32];
+        char name[128], host[256], port[32];
         const char *mn = field_string(L, t, "name", name, sizeof name);
         const char *mh = field_string(L, t, "host", host, sizeof host);
         const char *mp = field_string(L, t, "port", port, sizeof port);
         int match = (mn && strcmp(mn, n->name) == 0) ||
                     (mh && mp && w->hosts[k] && strcmp(mh, w->hosts[k]) == 0 &&
                      strcmp(mp, w->ports[k]) == 0);
-        const char *r = field_string(L, t, "role", role, sizeof role);
-        const char *s = field_string(L, t, "state", state, sizeof state);
-        lua_pop(L, 1);
-        if (!match)
-            continue;
-        if (r && s && strcmp(r, "leader") == 0 && strcmp(s, "running") == 0) {
-            sy__fmt(leader, len, "%s", mn ? mn : n->name);
-            return SY_PATRONI_LEADER;
-        }
-        return SY_PATRONI_MEMBER;
+        lua_getfield(L, t, "leader");
+        int leads = lua_toboolean(L, -1);
+        lua_pop(L, 2);
+        if (match)
+            return leads ? SY_PATRONI_LEADER : SY_PATRONI_MEMBER;
     }
     return SY_PATRONI_NONE;
 }
 
-/* Names the running leader of the member list, even one that is no node
- * of ours (a misconfiguration worth saying). */
-static void leader_member(lua_State *L, int list, char *out, size_t len)
-{
-    out[0] = '\0';
-    int count = (int)lua_objlen(L, list);
-    for (int m = 1; m <= count; m++) {
-        lua_rawgeti(L, list, m);
-        char name[128], role[32], state[32];
-        const char *r = field_string(L, -1, "role", role, sizeof role);
-        const char *s = field_string(L, -1, "state", state, sizeof state);
-        const char *mn = field_string(L, -1, "name", name, sizeof name);
-        lua_pop(L, 1);
-        if (r && s && mn && strcmp(r, "leader") == 0 && strcmp(s, "running") == 0) {
-            sy__fmt(out, len, "%s", mn);
-            return;
-        }
-    }
-}
-
-/* Applies the member list at the top of the stack to the nodes, and
- * leaves the stack at top. */
+/* Applies runtime.patroni_members' results, above top (the member list,
+ * then the running leader's name or nil), to the nodes, and leaves the
+ * stack at top. */
 static void apply_members(sy_patroni *w, lua_State *L, int top)
 {
     sy_engine *e = engine_of(w);
-    int list = lua_gettop(L);
-    char leader[128], ours[128] = "";
-    leader_member(L, list, leader, sizeof leader);
-    int changed = 0;
+    char leader[128];
+    sy__fmt(leader, sizeof leader, "%s", lua_isstring(L, top + 2) ? lua_tostring(L, top + 2) : "");
+    int changed = 0, ours = 0;
     for (int i = w->from; i < w->to; i++) {
         sy_node *n = w->lua->topo.nodes[i];
-        int role = role_of(w, L, list, i, ours, sizeof ours);
+        int role = role_of(w, L, top + 1, i);
+        ours |= role == SY_PATRONI_LEADER;
         if (n->patroni_role == role)
             continue;
         n->patroni_role = role;
         changed = 1;
         sy__health_poll_soon(n); /* confirm what the server says, now */
     }
+    lua_settop(L, top);
     if (strcmp(leader, w->leader) != 0) {
         sy__log(e, SY_LOG_WARN, "cluster %s: Patroni's leader is %s%s", cluster_of(w),
                 leader[0] ? leader : "none (no running leader)",
-                leader[0] && !ours[0] ? ", which is none of this cluster's nodes "
-                                        "(match by node name or conninfo host and port)"
-                                      : "");
+                leader[0] && !ours ? ", which is none of this cluster's nodes "
+                                     "(match by node name or conninfo host and port)"
+                                   : "");
         sy__fmt(w->leader, sizeof w->leader, "%s", leader);
     }
-    lua_settop(L, top);
     if (changed) {
         char why[200];
         sy__fmt(why, sizeof why, "Patroni's leader is %s", leader[0] ? leader : "none");
@@ -242,7 +218,7 @@ static void reply_cb(void *data, long status, const char *body, size_t len, cons
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_patroni_members);
     lua_pushlstring(L, body, len);
     char why[256];
-    if (sy__lua_pcall(lua, 1, 1, 1, why, sizeof why) < 0) {
+    if (sy__lua_pcall(lua, 1, 2, 1, why, sizeof why) < 0) {
         lua_settop(L, top);
         url_failed(w, why);
         return;

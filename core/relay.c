@@ -219,9 +219,9 @@ static int translate_batch(sy_client *c, sy_link *l)
 
 static int dispatch_batch(sy_client *c);
 
-/* Parked for a primary (park.c): the batch is still in c->batch. */
-/* Routes the stored batch again (parked, or its node went down before it
- * was sent); a batch answered at once lets the client's input go on. */
+/* Routes the batch still in c->batch again (parked for a primary, or its
+ * node went down before it was sent); a batch answered at once lets the
+ * client's input go on. */
 static void route_again(sy_client *c)
 {
     if (dispatch_batch(c) < 0)

@@ -173,15 +173,6 @@ int sy__role_effective(const sy_node *n)
     return n->server_role;
 }
 
-static int in_topology(const sy_node *n)
-{
-    /* A node that is not in the current topology (dropped by a reload,
-     * still draining) changes nothing anyone routes by. */
-    const sy_engine *e = n->engine;
-    return e && e->lua && n->id >= 1 && n->id <= e->lua->topo.n &&
-           e->lua->topo.nodes[n->id - 1] == n;
-}
-
 void sy__roles_recompute(sy_engine *e, int from, int to, const char *why)
 {
     int changed = 0;
@@ -209,7 +200,7 @@ void sy__roles_observed(sy_node *n, int in_recovery)
     if (n->server_role == role)
         return;
     n->server_role = role;
-    if (!in_topology(n)) {
+    if (!sy__node_current_lua(n)) {
         n->role = sy__role_effective(n);
         return;
     }

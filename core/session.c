@@ -139,14 +139,6 @@ void sy__session_statement(sy_session *s, sy_node *node, int may_write, int in_t
     }
 }
 
-static const sy_node *node_named(const sy_engine *e, const char *name)
-{
-    for (int i = 0; e && e->lua && i < e->lua->topo.n; i++)
-        if (strcmp(e->lua->topo.nodes[i]->full_name, name) == 0)
-            return e->lua->topo.nodes[i];
-    return NULL;
-}
-
 double sy__session_write_lsn(sy_session *s)
 {
     if (!s->write_node)
@@ -156,7 +148,9 @@ double sy__session_write_lsn(sy_session *s)
          * after the commit bounds it from above: replicas that replayed
          * that far have the write.  A node a reload dropped bounds
          * nothing: its reads stay on the primary until the next write. */
-        const sy_node *n = node_named(s->engine, s->write_node);
+        const sy_node *n = s->engine && s->engine->lua
+                               ? sy__topology_find(&s->engine->lua->topo, s->write_node)
+                               : NULL;
         const sy_health *h = n ? &n->health : NULL;
         if (h && h->polls_ok > 0 && h->ok_sent_at > s->write_at && !h->in_recovery)
             s->write_lsn = h->wal_position;

@@ -62,17 +62,14 @@ int sy_node_set_enabled(sy_engine *e, const char *name, int enabled)
 {
     if (!e || !e->lua || !name)
         return SY_EINVAL;
-    for (int i = 0; i < e->lua->topo.n; i++) {
-        sy_node *n = e->lua->topo.nodes[i];
-        if (strcmp(n->full_name, name) != 0)
-            continue;
-        n->forced_down = !enabled;
-        sy__log(e, SY_LOG_INFO, "node %s %s", name, enabled ? "enabled" : "drained");
-        if (enabled)
-            sy__failover_unfence(n);
-        return 0;
-    }
-    return SY_EINVAL;
+    sy_node *n = sy__topology_find(&e->lua->topo, name);
+    if (!n)
+        return SY_EINVAL;
+    n->forced_down = !enabled;
+    sy__log(e, SY_LOG_INFO, "node %s %s", name, enabled ? "enabled" : "drained");
+    if (enabled)
+        sy__failover_unfence(n);
+    return 0;
 }
 
 int sy_node_count(const sy_engine *e)

@@ -13,8 +13,10 @@ local function text(v)
   return type(v) == "string" and v or nil
 end
 
--- body: the reply's bytes.  Returns { { name, role, state, host, port }, ... }
--- (port as a string, absent fields nil); raises a one-line reason.
+-- body: the reply's bytes.  Returns the members, { { name, host, port,
+-- leader }, ... } (port as a string, absent fields nil; leader true for the
+-- running leader), and the running leader's name or nil; raises a
+-- one-line reason.
 function patroni.members(body)
   local doc, err = cjson.decode(body)
   if doc == nil then
@@ -23,17 +25,18 @@ function patroni.members(body)
   if type(doc) ~= "table" or type(doc.members) ~= "table" then
     error(("JSON without a \"members\" array: %q"):format(body:sub(1, 60)), 0)
   end
-  local out = {}
+  local out, leader = {}, nil
   for i, m in ipairs(doc.members) do
     if type(m) ~= "table" or text(m.name) == nil then
       error(("members[%d] has no name"):format(i), 0)
     end
     local port = m.port
     if type(port) == "number" then port = ("%d"):format(port) end
-    out[i] = { name = m.name, role = text(m.role), state = text(m.state), host = text(m.host),
-               port = text(port) }
+    local leads = m.role == "leader" and m.state == "running"
+    if leads then leader = m.name end
+    out[i] = { name = m.name, host = text(m.host), port = text(port), leader = leads }
   end
-  return out
+  return out, leader
 end
 
 return patroni

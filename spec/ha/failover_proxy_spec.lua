@@ -12,7 +12,7 @@ describe("managed failover through the proxy", function()
 
   setup(function()
     bed = cluster.start({ clusters = { { name = "main", replicas = 2,
-      settings = { synchronous_standby_names = "ANY 1 (*)", synchronous_commit = "on" } } } })
+      settings = cluster.SYNCHRONOUS } } })
     c = bed.clusters.main
     ports = E.port_names(bed, "main.")
     bed:psql(c.primary, "CREATE TABLE fo_proxy (v int PRIMARY KEY, port int)")

@@ -19,7 +19,7 @@ describe("managed failover", function()
 
   setup(function()
     bed = cluster.start({ clusters = { { name = "main", replicas = 2,
-      settings = { synchronous_standby_names = "ANY 1 (*)", synchronous_commit = "on" } } } })
+      settings = cluster.SYNCHRONOUS } } })
     c = bed.clusters.main
     ports = E.port_names(bed, "main.")
     bed:psql(c.primary, "CREATE TABLE fo_items (v int PRIMARY KEY, at_port int)")

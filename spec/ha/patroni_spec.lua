@@ -208,8 +208,12 @@ describe("following Patroni", function()
     assert(e, why)
     local ok, failure = pcall(function()
       local now = cluster.wait_for(leader, 30, "Patroni's leader")
+      -- Every node polled: the leader primary, the others replicas.
       assert.is_true(e:run_until(function()
-        return e:node_stats()["main." .. now.name].role == "primary"
+        for name, st in pairs(e:node_stats()) do
+          if st.role ~= (name == "main." .. now.name and "primary" or "replica") then return false end
+        end
+        return true
       end, 10), e:event_log())
       local wr = e:query("INSERT INTO pt_engine (v, port) VALUES (-6, inet_server_port()) RETURNING port")
       assert.is_true(wr.ok, wr.message)

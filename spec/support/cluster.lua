@@ -45,6 +45,11 @@ local BASE_SETTINGS = {
   { "log_line_prefix", "%m [%p] %q%a " },
 }
 
+--- Settings for a cluster whose acknowledged commits must survive losing
+--- the primary (failover specs and benchmarks): a commit waits for one
+--- standby.  The bed's own default is synchronous_commit = off.
+M.SYNCHRONOUS = { synchronous_standby_names = "ANY 1 (*)", synchronous_commit = "on" }
+
 local HBA = [[
 # switchyard test bed: trust on loopback only
 local   all          all                  trust
