@@ -361,9 +361,22 @@ static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 
 static void conn_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)loop;
     (void)revents;
     sy_conn *conn = sy_container_of(w, sy_conn, timer);
+    sy_request *req = conn->request;
+    if (sy__io_run_if_ready(loop, &conn->io)) {
+        /* The server had answered: the time went by in our own stall.  A
+         * connect that still has steps to go gets one more period, once;
+         * a query that is still running has had its time. */
+        if (conn->state == SY_CONN_CONNECTING && !conn->connect_extended) {
+            conn->connect_extended = 1;
+            ev_timer_set(&conn->timer, conn->pool->set.connect_timeout, 0.);
+            ev_timer_start(loop, &conn->timer);
+            return;
+        }
+        if (conn->state == SY_CONN_ACTIVE && conn->request != req)
+            return;
+    }
     if (conn->state == SY_CONN_CONNECTING) {
         char why[128];
         sy__fmt(why, sizeof why, "connection timed out after %.1f s",

@@ -19,6 +19,7 @@ typedef struct sy_health {
     ev_io io;
     ev_timer tick;            /* next poll */
     ev_timer deadline;        /* the running poll's timeout */
+    int deadline_extended;    /* once per poll, after a stall of ours */
     double started;           /* when the running poll began */
     double sent_at;           /* when its query was sent (monotonic) */
     double ok_sent_at;        /* sent_at of the last poll that succeeded */

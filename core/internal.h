@@ -109,6 +109,7 @@ struct sy_conn {
     double idle_since_mono;   /* real clock, for the liveness check */
     int io_events;            /* what io is currently watching */
     int tainted;              /* session state leaked: close, never reuse */
+    int connect_extended;     /* the connect deadline was extended once */
     sy_request *request;      /* the query running on it, if any */
     /* Relay pools only: libpq made the connection, the proxy speaks the
      * protocol on it (owns relay, which owns pg).  proxy_state is the

@@ -4,6 +4,7 @@
 -- a node down, reconnects with backoff and marks it up again.  Which
 -- server answered is asked of PostgreSQL (inet_server_port()), never taken
 -- from the engine's own report.
+local ffi = require("ffi")
 local cluster = require("support.cluster")
 local E = require("support.engine")
 
@@ -36,8 +37,12 @@ describe("node failures", function()
     bed:wait_replicas_streaming("main")
   end)
 
+  -- The first case stops a replica from inside the stream of reads, so
+  -- pg_ctl blocks the engine's loop meanwhile: on a slow machine for longer
+  -- than the default 5 s a query waits for a connection.
   local POOL = [[
-    pool = { min = 2, max = 8, connect_timeout = 5, reconnect_min = 0.1, reconnect_max = 0.5 },
+    pool = { min = 2, max = 8, connect_timeout = 5, acquire_timeout = 60,
+             reconnect_min = 0.1, reconnect_max = 0.5 },
   ]]
 
   local function start(view, pool)
@@ -224,6 +229,29 @@ describe("node failures", function()
     assert.is_true(e:node_stats()["main.primary"].healthy)
     bed:psql(c.primary, "DELETE FROM failure_items WHERE v = 'unreachable'")
   end)
+  -- A host that blocks the engine's loop (a slow callback, a paused VM)
+  -- lets deadlines pass while the servers' answers sit unread, and libev
+  -- runs the expired timers of a turn before its io.  That stall is ours,
+  -- not the nodes' failure.
+  it("marks no node down when its own loop stalls past the connect and poll deadlines", function()
+    local e = start(nil, [[
+      pool = { min = 2, max = 8, connect_timeout = 0.3, reconnect_min = 0.1, reconnect_max = 0.5 },
+      health = { interval = 0.2, timeout = 0.3, fall = 1, rise = 1 },
+    ]])
+    -- The pools' connects started with the engine; one turn starts the
+    -- health polls' connects.  Then the loop stalls past both deadlines.
+    e:turn()
+    ffi.C.usleep(800000)
+    e:run_for(1)
+    local count = tally(e:query_many(100, 4, function() return WHO end))
+    assert.are.equal(0, count.failed, count.why)
+    assert.are.equal(0, count.primary, count.why)
+    assert.are.equal(0, #e:events_of("node_down"), e:event_log())
+    for name, st in pairs(e:node_stats()) do
+      assert.is_true(st.healthy, name)
+    end
+  end)
+
   it("gives up on a node that accepts TCP but never answers, by its own connect timer", function()
     -- the relay accepts and then holds every byte for 10 minutes
     local silent = bed:start_relay(c.replicas[1], 600000)
