@@ -1,11 +1,13 @@
 /*
  * engine.c - the engine's lifecycle (create, start, run, stop, free), its
  * loop (own or the host's), logging, and the event stream that goes to the
- * host's C callback and to the policy's on_event hook.
+ * host's C callback and to the policy's on_event hook, and the check that
+ * tells a stall of that loop from a server's silence.
  */
 #include "internal.h"
 
 #include <assert.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -396,4 +398,27 @@ int sy_engine_reload(sy_engine *e)
     if (e->in_callback > 0)
         return sy__reload_soon(e);
     return sy__reload_now(e);
+}
+
+int sy__io_run_if_ready(struct ev_loop *loop, ev_io *w)
+{
+    if (!ev_is_active(w))
+        return 0;
+    struct pollfd p = {.fd = w->fd, .events = 0};
+    if (w->events & EV_READ)
+        p.events |= POLLIN;
+    if (w->events & EV_WRITE)
+        p.events |= POLLOUT;
+    if (poll(&p, 1, 0) <= 0)
+        return 0;
+    int revents = 0;
+    if (p.revents & (POLLIN | POLLERR | POLLHUP))
+        revents |= w->events & EV_READ;
+    if (p.revents & (POLLOUT | POLLERR | POLLHUP))
+        revents |= w->events & EV_WRITE;
+    if (!revents)
+        return 0;
+    ev_clear_pending(loop, w);
+    ev_invoke(loop, w, revents);
+    return 1;
 }

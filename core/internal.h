@@ -612,6 +612,14 @@ void sy__engine_bury_node(sy_engine *e, sy_node *n);
 void sy__engine_reap(sy_engine *e);
 /* Releases the memory of a node whose pool, health and DNS are stopped. */
 void sy__node_free_memory(sy_node *n);
+/* For deadlines on a socket.  libev runs the expired timers of a loop turn
+ * before that turn's io callbacks, so after a stall (a host callback that
+ * blocked, a paused VM) a deadline can fire while the answer it waits for
+ * sits unread.  If w is active and its fd is ready now (poll, 0 ms: never
+ * waits), runs w's callback at once, clearing its pending event, and
+ * returns 1; else 0.  The caller owns w; the callback may close what owns
+ * it, so the caller re-checks its state afterwards. */
+int sy__io_run_if_ready(struct ev_loop *loop, ev_io *w);
 /* reload.c */
 int sy__reload_watch(sy_engine *e);
 void sy__reload_unwatch(sy_engine *e);

@@ -1,12 +1,9 @@
 /*
- * util.c - growable buffers, string helpers, clocks, a per-object random
- * generator and the stalled-deadline check.  Kept separate so each engine
- * module stays about one concern.
+ * util.c - growable buffers, string helpers, clocks and a per-object random
+ * generator.  Kept separate so each engine module stays about one concern.
  */
 #include "util.h"
 
-#include <ev.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,27 +124,4 @@ uint64_t sy__rand_next(uint64_t *state)
     x ^= x >> 27;
     *state = x;
     return x * 0x2545F4914F6CDD1Dull;
-}
-
-int sy__io_run_if_ready(struct ev_loop *loop, ev_io *w)
-{
-    if (!ev_is_active(w))
-        return 0;
-    struct pollfd p = {.fd = w->fd, .events = 0};
-    if (w->events & EV_READ)
-        p.events |= POLLIN;
-    if (w->events & EV_WRITE)
-        p.events |= POLLOUT;
-    if (poll(&p, 1, 0) <= 0)
-        return 0;
-    int revents = 0;
-    if (p.revents & (POLLIN | POLLERR | POLLHUP))
-        revents |= w->events & EV_READ;
-    if (p.revents & (POLLOUT | POLLERR | POLLHUP))
-        revents |= w->events & EV_WRITE;
-    if (!revents)
-        return 0;
-    ev_clear_pending(loop, w);
-    ev_invoke(loop, w, revents);
-    return 1;
 }

@@ -82,17 +82,6 @@ void sy__fmt(char *dst, size_t len, const char *fmt, ...)
 /* Monotonic seconds, for durations not tied to a loop. */
 double sy__monotonic(void);
 
-/* For deadlines on a socket.  libev runs the expired timers of a loop turn
- * before that turn's io callbacks, so after a stall (a host callback that
- * blocked, a paused VM) a deadline can fire while the answer it waits for
- * sits unread.  If w is active and its fd is ready now (poll, 0 ms: never
- * waits), runs w's callback at once, clearing its pending event, and
- * returns 1; else 0.  The caller owns w; the callback may close what owns
- * it, so the caller re-checks its state afterwards. */
-struct ev_loop;
-struct ev_io;
-int sy__io_run_if_ready(struct ev_loop *loop, struct ev_io *w);
-
 /* xorshift64* step: cheap jitter without global state (seed per object). */
 uint64_t sy__rand_next(uint64_t *state);
 
