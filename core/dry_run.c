@@ -161,6 +161,7 @@ int sy_route_dry_run(const char *config_path, const char *home,
         sy_node *n = sy__topology_find(&lua->topo, *d);
         if (n) {
             n->forced_down = 1;
+            sy__lua_node_routable(lua, n);
         } else {
             sy__buf_printf(&b, "--down %s: no such node (use cluster.node)\n", *d);
             rc = SY_ENOTFOUND;

@@ -208,6 +208,7 @@ static void promoted(sy_node *n, void *data, PGresult *res, const char *err)
         /* Nothing took its place: the old primary is the primary again if
          * it comes back (and may fail over again after that). */
         old->fenced = 0;
+        sy__node_routable_changed(old);
         sy__node_unref(old);
         sy__roles_refresh(e); /* no promotion running: writes stop waiting */
         return;
@@ -285,6 +286,7 @@ void sy__failover_primary_down(sy_node *old)
         return;
     }
     old->fenced = 1;
+    sy__node_routable_changed(old);
     n->promoting = 1;
     n->promote_started = ev_now(e->loop);
     for (int i = from; i < to; i++) {
@@ -313,6 +315,7 @@ void sy__failover_unfence(sy_node *n)
         return;
     n->fenced = 0;
     n->failover_tried = 0;
+    sy__node_routable_changed(n);
     if (n->engine)
         sy__roles_refresh(n->engine);
 }

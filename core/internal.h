@@ -14,6 +14,8 @@
 #define SY_INTERNAL_H
 
 #include <ev.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <libpq-fe.h>
 #include <lua.h>
 
@@ -302,6 +304,38 @@ struct sy_topology {
 
 /* One loaded configuration and policy: a Lua state, the topology built
  * from it and the settings C read out of it.  Replaced whole on reload. */
+/* The route budget's watcher (lua_watchdog.c): one thread per Lua state
+ * that arms the budget hook only for a call still running a tick later.
+ * calls is odd while a call runs.  Owned by the state; L borrowed. */
+typedef struct sy_watchdog {
+    pthread_t thread;
+    pthread_mutex_t mu;       /* serialises lua_sethook, guards stop */
+    pthread_cond_t wake;
+    int running;              /* the thread exists */
+    int stop;
+    int depth;                /* loop thread only: nested calls */
+    lua_State *L;
+    lua_Hook hook;
+    int hook_every;
+    atomic_ulong calls;
+    atomic_ulong armed_for;   /* the value of calls the hook was armed for */
+    atomic_int armed;
+    atomic_int sleeping;
+    _Atomic double noticed_at; /* when the watchdog first saw the call */
+} sy_watchdog;
+
+/* Starts the watcher of L's calls; the hook it arms is hook every `every`
+ * instructions.  Without a thread the hook stays armed for good (-1). */
+int sy__watchdog_start(sy_watchdog *w, lua_State *L, lua_Hook hook, int every);
+/* Joins the thread (it wakes at once); before lua_close. */
+void sy__watchdog_stop(sy_watchdog *w);
+/* Around every call into the state (sy__lua_pcall), on the loop thread. */
+void sy__watchdog_enter(sy_watchdog *w);
+void sy__watchdog_leave(sy_watchdog *w);
+/* When the running call began, as far as the budget's clock knows: when
+ * the watchdog first saw it, or now. */
+double sy__watchdog_call_started(const sy_watchdog *w, double now);
+
 struct sy_lua {
     sy_engine *engine;       /* NULL for a dry run (no pools, no network) */
     lua_State *L;
@@ -328,9 +362,11 @@ struct sy_lua {
     uint64_t budget_hits;
     uint64_t budget_factor;
     double budget_started;
+    sy_watchdog watchdog;
     unsigned rr;             /* round robin for {cluster=, role=} targets */
     int in_hook_call;        /* inside on_event: do not recurse */
     const struct sy_route_input *current_input; /* during a decision only */
+    int q_fields_made;        /* q.sql or q.params was made this decision */
 };
 
 /* Loads config and policy into a fresh state.  previous: the serving state
@@ -388,8 +424,16 @@ sy_lua *sy__lua_self(lua_State *L);
 double sy__lua_field_number(lua_State *L, int t, const char *k, double dflt);
 const char *sy__lua_field_string(lua_State *L, int t, const char *k);
 int sy__lua_field_bool(lua_State *L, int t, const char *k, int dflt);
-/* Gives every node table the metatable that reads live figures. */
+/* Gives every node table the metatable that reads live figures, and its
+ * plain `healthy` field. */
 void sy__lua_install_node_metatable(sy_lua *lua);
+/* node.healthy is read by every decision, so it is a plain field of the
+ * node table instead of a metatable figure: whoever changes n->healthy,
+ * n->forced_down or n->fenced calls this (lua: the state whose node table
+ * to write; n borrowed). */
+void sy__lua_node_routable(sy_lua *lua, const sy_node *n);
+/* The same on the engine's running state, if n is in its topology. */
+void sy__node_routable_changed(const sy_node *n);
 /* Gives q the metatable that makes q.sql and q.params on first read. */
 void sy__lua_install_q_metatable(sy_lua *lua);
 

@@ -2,9 +2,10 @@
  * lua_route.c - one routing decision: fill the reusable `q` table from the
  * classified statement, call the policy's route(q) through the gateway, and
  * turn what it returned into a node, a rejection or a policy failure.
- * Also the live node figures policies read (node.inflight, node.healthy...)
+ * Also the live node figures policies read (node.inflight, node.lag_ms...)
  * through a metatable, so they are always current and cost nothing until
- * read.
+ * read; node.healthy, read by every decision, is a plain field kept current
+ * by whoever changes it.
  */
 #include "internal.h"
 
@@ -23,9 +24,7 @@ static int node_index(lua_State *L)
     const char *k = lua_tostring(L, 2);
     if (!k)
         return 0;
-    if (strcmp(k, "healthy") == 0)
-        lua_pushboolean(L, n->healthy && !n->forced_down && !n->fenced);
-    else if (strcmp(k, "inflight") == 0)
+    if (strcmp(k, "inflight") == 0)
         lua_pushinteger(L, n->c.inflight);
     else if (strcmp(k, "idle") == 0)
         lua_pushinteger(L, n->pool.n_idle + n->relay_pool.n_idle);
@@ -81,8 +80,27 @@ void sy__lua_install_node_metatable(sy_lua *lua)
         lua_setfield(L, -2, "__index");
         lua_setmetatable(L, -2);
         lua_pop(L, 1);
+        sy__lua_node_routable(lua, lua->topo.nodes[i - 1]);
     }
     lua_pop(L, 1);
+}
+
+void sy__lua_node_routable(sy_lua *lua, const sy_node *n)
+{
+    lua_State *L = lua->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_node_tables);
+    lua_rawgeti(L, -1, n->id);
+    lua_pushliteral(L, "healthy");
+    lua_pushboolean(L, n->healthy && !n->forced_down && !n->fenced);
+    lua_rawset(L, -3);
+    lua_pop(L, 2);
+}
+
+void sy__node_routable_changed(const sy_node *n)
+{
+    sy_lua *lua = sy__node_current_lua(n);
+    if (lua)
+        sy__lua_node_routable(lua, n);
 }
 
 static void push_node_table(sy_lua *lua, const sy_node *n)
@@ -313,7 +331,21 @@ static int q_index(lua_State *L)
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);
     lua_rawset(L, 1); /* the rest of this decision reads the field itself */
+    lua->q_fields_made = 1;
     return 1;
+}
+
+/* After a decision that made q.sql or q.params: the next one makes its own. */
+static void clear_made_q_fields(sy_lua *lua)
+{
+    lua_State *L = lua->L;
+    lua->q_fields_made = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_q);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "sql");
+    lua_pushnil(L);
+    lua_setfield(L, -2, "params");
+    lua_pop(L, 1);
 }
 
 void sy__lua_install_q_metatable(sy_lua *lua)
@@ -346,7 +378,7 @@ static int push_q_fields(sy_lua *lua, const sy_route_input *in)
         push_node_table(lua, in->failed_node);
         lua_setfield(L, -2, "failed");
     } else {
-        lua_pushnil(L);
+        lua_pushboolean(L, 0); /* a plain field: no __index call on reading it */
     }
     return 7;
 }
@@ -436,6 +468,8 @@ void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out)
     int nargs = push_q_fields(lua, in);
     int rc = sy__lua_pcall(lua, nargs, 4, 1, out->message, sizeof out->message);
     lua->current_input = NULL;
+    if (lua->q_fields_made)
+        clear_made_q_fields(lua);
     if (rc < 0) {
         out->failed = 1;
         lua_settop(L, top);

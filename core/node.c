@@ -88,6 +88,7 @@ void sy__node_set_health(sy_node *n, int healthy, const char *why)
     n->healthy = healthy;
     if (!e)
         return;
+    sy__node_routable_changed(n);
     if (healthy) {
         if (!n->fenced)
             n->failover_tried = 0; /* a later outage may fail over again */

@@ -66,6 +66,7 @@ int sy_node_set_enabled(sy_engine *e, const char *name, int enabled)
     if (!n)
         return SY_EINVAL;
     n->forced_down = !enabled;
+    sy__node_routable_changed(n);
     sy__log(e, SY_LOG_INFO, "node %s %s", name, enabled ? "enabled" : "drained");
     if (enabled)
         sy__failover_unfence(n);

@@ -137,22 +137,21 @@ end
 
 -- The door C calls for every decision (core/lua_route.c).  q's fields
 -- arrive as arguments and are stored here, where storing a field is one
--- bytecode instead of three C API calls.  q.sql and q.params are made on
--- first read (q's __index, in C) and cleared after a decision that made
--- them; q.retry is touched only when set.  When route() returns a node
--- table its id comes back as a fourth result, so C need not look into the
--- table.
+-- bytecode instead of three C API calls.  (q.sql and q.params are made on
+-- first read by q's __index, in C, which also clears them after the
+-- decision.)  When route() returns a node table its id comes back as a
+-- fourth result, so C need not look into the table: one lookup in a map
+-- keyed by the node tables themselves (a nil r reads nil).
 local function make_entry(state)
   local q, route = state.q, state.policy.route
+  local node_ids = {}
+  for id, node in ipairs(state.topology.nodes) do node_ids[node] = id end
   return function(kind, in_tx, flags, hints, schemas, session, retry)
-    if rawget(q, "sql") ~= nil then q.sql = nil end
-    if rawget(q, "params") ~= nil then q.params = nil end
-    q.kind, q.in_tx, q.flags, q.hints, q.schemas, q.session = kind, in_tx, flags, hints, schemas, session
-    if retry ~= nil or rawget(q, "retry") ~= nil then q.retry = retry end
+    q.kind, q.in_tx, q.flags, q.hints, q.schemas, q.session, q.retry =
+      kind, in_tx, flags, hints, schemas, session, retry
     local r, msg, code = route(q)
-    if type(r) == "table" and rawget(r, "wait") == nil then
-      return r, msg, code, rawget(r, "id")
-    end
+    local id = node_ids[r]
+    if id then return r, msg, code, id end
     return r, msg, code
   end
 end

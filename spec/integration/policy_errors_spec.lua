@@ -80,6 +80,37 @@ describe("policy failures", function()
     works()
   end)
 
+  -- The budget's hook is armed only for a call that is still running a
+  -- watchdog tick (5 ms) after it began (core/lua_watchdog.c): each limit
+  -- must still stop the loop on its own, and every decision after it must
+  -- run as before.
+  it("stops a loop by either limit of the budget alone", function()
+    local path = dir .. "/config.lua"
+    local function with_budget(budget)
+      local f = assert(io.open(path))
+      local text = f:read("*a")
+      f:close()
+      text = text:gsub("route_budget = %b{}", "route_budget = " .. budget)
+      f = assert(io.open(path, "w"))
+      f:write(text)
+      f:close()
+      local rc, err = eng:reload()
+      assert.are.equal(0, rc, err)
+    end
+    with_budget("{ instructions = 100000, ms = 600000 }")
+    local r = eng:query("SELECT 1 /* sy: spin=1 */")
+    assert.is_false(r.ok)
+    assert.matches("budget of 100000 instructions", r.message)
+    works()
+    with_budget("{ instructions = 1000000000000, ms = 30 }")
+    r = eng:query("SELECT 1 /* sy: spin=1 */")
+    assert.is_false(r.ok)
+    assert.matches("time budget of 30 ms", r.message)
+    works()
+    for _ = 1, 20 do works() end
+    with_budget("{ instructions = 200000, ms = 200 }")
+  end)
+
   it("a policy returning nonsense gets a clear error", function()
     local r = eng:query("SELECT 1 /* sy: nonsense=1 */")
     assert.is_false(r.ok)

@@ -151,7 +151,7 @@ function Bed:q(fields)
     sql = "SELECT 1", kind = "read", in_tx = false, flags = {}, hints = {},
     params = {}, schemas = {},
     session = { user = "app", database = "app", application_name = "spec", vars = {} },
-    retry = nil, topology = self.topology,
+    retry = false, topology = self.topology,
   }
   for k, v in pairs(fields or {}) do q[k] = v end
   return q
