@@ -10,13 +10,14 @@
  * generation it was made under: a reload may change write_functions.
  *
  * Clients of the simple protocol put values in the text itself ("... WHERE
- * id = 42"), so the same statement rarely comes twice.  For plain reads a
- * second table remembers the statement's shape: the text with each number
- * and each string literal masked.  Only EXPLAIN and PREPARE TRANSACTION
- * ever read a literal's value (classify.c), so a verdict of kind read with
- * no flags, schemas or hints, for a text that begins with SELECT, holds for
- * every text of its shape.  Texts with comments (hints live there),
- * dollar quotes, backslashes or prefixed strings (E'', U&'') have no shape.
+ * id = 42"), so the same text rarely comes twice.  A second table remembers
+ * verdicts by the statement's shape: the text with each number and each
+ * string literal masked.  Only EXPLAIN and PREPARE TRANSACTION ever read a
+ * literal's value (classify.c), so the verdict of a single SELECT, INSERT,
+ * UPDATE or DELETE that names no schema holds for every text of its shape
+ * (its first word comes before any literal, so even that span is the same).
+ * Texts with comments (hints live there), dollar quotes, backslashes or
+ * prefixed strings (E'', U&'') have no shape and are cached by text.
  */
 #include "internal.h"
 
@@ -25,9 +26,24 @@
 #include <strings.h>
 #include <uthash.h>
 
+enum { B_OTHER, B_IDENT, B_DIGIT, B_SPECIAL };
+
 sy_classify_cache *sy__classify_cache_new(void)
 {
-    return calloc(1, sizeof(sy_classify_cache));
+    sy_classify_cache *cc = calloc(1, sizeof(sy_classify_cache));
+    if (!cc)
+        return NULL;
+    for (int c = 0; c < 256; c++) {
+        unsigned char k = B_OTHER;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80)
+            k = B_IDENT;
+        else if (c >= '0' && c <= '9')
+            k = B_DIGIT;
+        else if (strchr("'\"$-/\\.", c) && c != 0)
+            k = B_SPECIAL;
+        cc->byte_class[c] = k;
+    }
+    return cc;
 }
 
 void sy__classify_cache_free(sy_classify_cache *cc)
@@ -41,62 +57,98 @@ void sy__classify_cache_free(sy_classify_cache *cc)
     free(cc);
 }
 
-static int ident_char(unsigned char c)
+/* The end of a quoted run that starts at sql[i] (a quote q, doubled inside
+ * to escape itself), or len when it does not end. */
+static size_t quoted_end(const char *sql, size_t len, size_t i, char q)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '$' || c >= 0x80;
+    for (size_t j = i + 1; j < len; j++) {
+        if (sql[j] != q)
+            continue;
+        if (j + 1 < len && sql[j + 1] == q)
+            j++;
+        else
+            return j;
+    }
+    return len;
 }
 
 /* Writes sql's shape into out (room for len bytes: a shape is never
  * longer); returns its length, or -1 when the text has no shape.
- * *first_mask is the offset in sql of the first masked literal. */
-static long shape_of(const char *sql, size_t len, char *out, size_t *first_mask)
+ * *first_mask is the offset in sql of the first masked literal (len when
+ * none: the shape is the text). */
+static long shape_of(const unsigned char *cls, const char *sql, size_t len, char *out,
+                     size_t *first_mask)
 {
     size_t o = 0;
+    int after_ident = 0; /* a digit here continues a name ("t1", "$1", "x.5") */
     *first_mask = len;
     for (size_t i = 0; i < len;) {
         unsigned char c = (unsigned char)sql[i];
-        unsigned char prev = i ? (unsigned char)sql[i - 1] : ' ';
-        unsigned char next = i + 1 < len ? (unsigned char)sql[i + 1] : 0;
-        if ((c == '-' && next == '-') || (c == '/' && next == '*') || c == '\\')
-            return -1;
-        if (c == '$' && !ident_char(prev) && !(next >= '0' && next <= '9'))
-            return -1; /* a dollar quote */
-        if (c == '"') {
-            size_t j = i + 1;
-            while (j < len && !(sql[j] == '"' && (j + 1 >= len || sql[j + 1] != '"')))
-                j += sql[j] == '"' ? 2 : 1;
-            if (j >= len)
-                return -1;
-            memcpy(out + o, sql + i, j + 1 - i);
-            o += j + 1 - i;
-            i = j + 1;
+        unsigned char k = cls[c];
+        if (k <= B_IDENT) {
+            out[o++] = (char)c;
+            after_ident = k;
+            i++;
             continue;
         }
-        if (c == '\'') {
-            if (ident_char(prev) || prev == '&')
-                return -1; /* E'', B'', X'', U&'' */
-            size_t j = i + 1;
-            while (j < len && !(sql[j] == '\'' && (j + 1 >= len || sql[j + 1] != '\'')))
-                j += sql[j] == '\'' ? 2 : 1;
-            if (j >= len)
-                return -1;
+        if (k == B_DIGIT) {
+            if (after_ident) {
+                out[o++] = (char)c;
+                i++;
+                continue;
+            }
             if (*first_mask == len)
                 *first_mask = i;
-            out[o++] = '\'';
-            out[o++] = '\'';
-            i = j + 1;
-            continue;
-        }
-        if (c >= '0' && c <= '9' && !ident_char(prev) && prev != '.') {
-            if (*first_mask == len)
-                *first_mask = i;
-            size_t j = i + 1;
-            while (j < len && (ident_char((unsigned char)sql[j]) || sql[j] == '.'))
-                j++;
+            do
+                i++;
+            while (i < len && (cls[(unsigned char)sql[i]] == B_IDENT ||
+                               cls[(unsigned char)sql[i]] == B_DIGIT || sql[i] == '.'));
             out[o++] = '0';
-            i = j;
+            after_ident = 0;
             continue;
+        }
+        char next = i + 1 < len ? sql[i + 1] : 0;
+        switch (c) {
+        case '\\':
+            return -1;
+        case '-':
+        case '/':
+            if (next == (c == '-' ? '-' : '*'))
+                return -1; /* a comment: hints live there */
+            after_ident = 0;
+            break;
+        case '.':
+            after_ident = 1;
+            break;
+        case '$':
+            if (!after_ident && !(next >= '0' && next <= '9'))
+                return -1; /* a dollar quote */
+            after_ident = 1;
+            break;
+        case '"': {
+            size_t end = quoted_end(sql, len, i, '"');
+            if (end >= len)
+                return -1;
+            memcpy(out + o, sql + i, end + 1 - i);
+            o += end + 1 - i;
+            i = end + 1;
+            after_ident = 1;
+            continue;
+        }
+        case '\'': {
+            if (after_ident || (i > 0 && sql[i - 1] == '&'))
+                return -1; /* E'', B'', X'', U&'' */
+            size_t end = quoted_end(sql, len, i, '\'');
+            if (end >= len)
+                return -1;
+            if (*first_mask == len)
+                *first_mask = i;
+            out[o++] = '\'';
+            out[o++] = '\'';
+            i = end + 1;
+            after_ident = 0;
+            continue;
+        }
         }
         out[o++] = (char)c;
         i++;
@@ -125,11 +177,17 @@ static void slot_store(struct sy_classify_slot *s, unsigned generation, unsigned
     s->verdict = *verdict;
 }
 
-static int shape_holds_for_all(const char *sql, const sy_statement *v, size_t first_mask)
+/* Whether v, the verdict for sql, holds for every text of sql's shape. */
+static int shape_decides(const char *sql, const sy_statement *v, size_t first_mask)
 {
-    return v->kind == SY_KIND_READ && v->flags == 0 && v->nhints == 0 && v->nschemas == 0 &&
-           v->first_word.len == 6 && v->first_word.off + v->first_word.len <= first_mask &&
-           strncasecmp(sql + v->first_word.off, "select", 6) == 0;
+    static const char *const words[] = {"select", "insert", "update", "delete"};
+    if ((v->flags & SY_STMT_MULTI) || v->nhints || v->nschemas || v->first_word.len != 6 ||
+        v->first_word.off + v->first_word.len > first_mask)
+        return 0;
+    for (size_t i = 0; i < SY_ARRAY_LEN(words); i++)
+        if (strncasecmp(sql + v->first_word.off, words[i], 6) == 0)
+            return 1;
+    return 0;
 }
 
 void sy__classify(sy_engine *e, const char *sql, size_t len, sy_statement *out)
@@ -141,31 +199,32 @@ void sy__classify(sy_engine *e, const char *sql, size_t len, sy_statement *out)
         sy_classify(sql, len, write_functions, out);
         return;
     }
-    unsigned hash;
-    HASH_VALUE(sql, len, hash);
+    char shape[SY_CLASSIFY_CACHE_MAX_TEXT];
+    size_t first_mask;
+    long shape_len = shape_of(cc->byte_class, sql, len, shape, &first_mask);
+    int masked = shape_len >= 0 && first_mask < len;
+    unsigned hash = 0;
+    struct sy_classify_slot *sh = NULL;
+    if (masked) {
+        HASH_VALUE(shape, (size_t)shape_len, hash);
+        sh = &cc->shapes[hash % SY_CLASSIFY_SHAPE_SLOTS];
+        if (slot_holds(sh, lua->generation, hash, shape, (size_t)shape_len)) {
+            *out = sh->verdict; /* kind, flags and the first word: no other spans */
+            return;
+        }
+    }
+    unsigned shape_hash = hash;
+    if (shape_len >= 0 && !masked)
+        HASH_VALUE(shape, (size_t)shape_len, hash); /* the shape is the text */
+    else
+        HASH_VALUE(sql, len, hash);
     struct sy_classify_slot *s = &cc->slots[hash % SY_CLASSIFY_CACHE_SLOTS];
     if (slot_holds(s, lua->generation, hash, sql, len)) {
         *out = s->verdict;
         return;
     }
-    char shape[SY_CLASSIFY_CACHE_MAX_TEXT];
-    size_t first_mask;
-    long shape_len = shape_of(sql, len, shape, &first_mask);
-    if (shape_len < 0 || first_mask == len) {
-        /* No literal to mask: the text is its own shape. */
-        sy_classify(sql, len, write_functions, out);
-        slot_store(s, lua->generation, hash, sql, len, out);
-        return;
-    }
-    unsigned shape_hash;
-    HASH_VALUE(shape, (size_t)shape_len, shape_hash);
-    struct sy_classify_slot *sh = &cc->shapes[shape_hash % SY_CLASSIFY_SHAPE_SLOTS];
-    if (slot_holds(sh, lua->generation, shape_hash, shape, (size_t)shape_len)) {
-        *out = sh->verdict; /* kind and first word only: no spans to move */
-        return;
-    }
     sy_classify(sql, len, write_functions, out);
-    if (shape_holds_for_all(sql, out, first_mask))
+    if (masked && shape_decides(sql, out, first_mask))
         slot_store(sh, lua->generation, shape_hash, shape, (size_t)shape_len, out);
     else
         slot_store(s, lua->generation, hash, sql, len, out);

@@ -543,10 +543,11 @@ struct sy_classify_slot {
 #define SY_CLASSIFY_SHAPE_SLOTS 64
 
 /* Verdicts by statement text, one per engine (classify_cache.c); shapes
- * hold the plain reads whose literals were masked (sql is the shape). */
+ * hold statements whose literals were masked (sql is the shape). */
 typedef struct sy_classify_cache {
     struct sy_classify_slot slots[SY_CLASSIFY_CACHE_SLOTS];
     struct sy_classify_slot shapes[SY_CLASSIFY_SHAPE_SLOTS];
+    unsigned char byte_class[256]; /* for the shape scan */
 } sy_classify_cache;
 
 /* An empty cache (NULL when out of memory: callers then classify every
