@@ -47,6 +47,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "routing failed: %s\n", r.message);
         return 1;
     }
+    /* ROUTE_BENCH_N=n: just n more decisions, no timing, for counting
+     * instructions under callgrind (run twice, subtract). */
+    const char *only = getenv("ROUTE_BENCH_N");
+    if (only) {
+        for (long i = atol(only); i > 0; i--)
+            sy__lua_route(lua, &in, &r);
+        sy__lua_free(lua);
+        return 0;
+    }
     double t_all = sy__monotonic();
     for (int b = 0; b < BATCHES; b++) {
         double t0 = sy__monotonic();

@@ -66,23 +66,23 @@ local SPLIT_OPTIONS = {
 
 local LEVELS = { eventual = true, bounded = true, strong = true, read_your_writes = true }
 
--- Flags that make even a SELECT unsafe on a replica.
-local function read_needs_primary(f)
-  return f.locking_read or f.writable_cte or f.write_function or f.temp_table or f.advisory_lock
-end
-
--- True when the statement must run on the primary (rule 3).
-function split.needs_primary(q)
+-- True when the statement must run on the primary (rule 3).  Flags that
+-- make even a SELECT unsafe on a replica: locking_read, writable_cte,
+-- write_function, temp_table, advisory_lock.
+local function needs_primary(q)
   local kind, f = q.kind, q.flags
   if q.in_tx then return true end
   if kind == "read" then
-    return f ~= nil and read_needs_primary(f) or false
+    if f == nil then return false end
+    return (f.locking_read or f.writable_cte or f.write_function or f.temp_table
+      or f.advisory_lock) and true or false
   end
   if kind == "transaction" then
     return not (f and f.read_only_tx)
   end
   return true
 end
+split.needs_primary = needs_primary
 
 local function describe_option(v)
   if type(v) == "string" then return ("string %q"):format(v) end
@@ -169,8 +169,10 @@ function split.new(sy, extra_options)
 
   local candidates, ncandidates = {}, 0
 
+  -- Called only under `if sy.tracing`: a decision that is not traced
+  -- pays neither the call nor its arguments.
   local function trace(msg, ...)
-    if sy.tracing then sy.trace(msg:format(...)) end
+    sy.trace(msg:format(...))
   end
 
   local function primary_of(cluster, failed_name)
@@ -182,8 +184,10 @@ function split.new(sy, extra_options)
     if (p == nil or not p.healthy) and cluster.failover_wait then
       -- A managed failover is under way: the statement waits for the new
       -- primary (up to failover.write_wait), then is routed again.
-      trace("no primary in cluster %s: waiting up to %g s for the failover", cluster.name,
-        cluster.failover_wait)
+      if sy.tracing then
+        trace("no primary in cluster %s: waiting up to %g s for the failover", cluster.name,
+          cluster.failover_wait)
+      end
       return { wait = cluster.failover_wait }
     end
     if p == nil then
@@ -209,7 +213,7 @@ function split.new(sy, extra_options)
     if not node.healthy or node.name == failed_name then
       return nil, ("switchyard: hinted node %s is down"):format(name), "08006"
     end
-    if node.role ~= "primary" and split.needs_primary(q) then
+    if node.role ~= "primary" and needs_primary(q) then
       return nil, ("switchyard: hinted node %s is a replica and cannot run this statement")
         :format(name), "25006"
     end
@@ -261,17 +265,23 @@ function split.new(sy, extra_options)
     if hints then
       local hinted = hints.node
       if hinted then
-        trace("hint node=%s", hinted)
+        if sy.tracing then
+          trace("hint node=%s", hinted)
+        end
         return pinned(q, hinted, failed_name)
       end
       if hints.route == "primary" then
-        trace("hint route=primary: the primary of cluster %s", cluster.name)
+        if sy.tracing then
+          trace("hint route=primary: the primary of cluster %s", cluster.name)
+        end
         return primary_of(cluster, failed_name)
       end
     end
-    if split.needs_primary(q) then
-      trace("%s statement%s: needs the primary of cluster %s", q.kind,
-        q.in_tx and " inside a transaction" or "", cluster.name)
+    if needs_primary(q) then
+      if sy.tracing then
+        trace("%s statement%s: needs the primary of cluster %s", q.kind,
+          q.in_tx and " inside a transaction" or "", cluster.name)
+      end
       return primary_of(cluster, failed_name)
     end
 
@@ -283,13 +293,17 @@ function split.new(sy, extra_options)
       if level == nil then return nil, max_ms, max_bytes end
     end
     if level == "strong" then
-      trace("strong read: the primary of cluster %s", cluster.name)
+      if sy.tracing then
+        trace("strong read: the primary of cluster %s", cluster.name)
+      end
       return primary_of(cluster, failed_name)
     end
     local bounded = level == "bounded"
     local need_lsn = level == "read_your_writes" and max_ms
     if need_lsn and need_lsn < 0 then
-      trace("read_your_writes: the session's last write is not bounded by a poll yet: the primary")
+      if sy.tracing then
+        trace("read_your_writes: the session's last write is not bounded by a poll yet: the primary")
+      end
       return primary_of(cluster, failed_name)
     end
     local replicas = cluster.replicas
@@ -307,14 +321,19 @@ function split.new(sy, extra_options)
     ncandidates = n
 
     if n > 0 then
-      local node = pick(candidates, q, state_for(cluster.name), balancer_options)
+      local name = cluster.name
+      local node = pick(candidates, q, states[name] or state_for(name), balancer_options)
       if node then
-        trace("read: %d healthy replica(s) of cluster %s; %s picked %s", n, cluster.name,
-          balancer_name, node.name)
+        if sy.tracing then
+          trace("read: %d healthy replica(s) of cluster %s; %s picked %s", n, cluster.name,
+            balancer_name, node.name)
+        end
         return node
       end
     end
-    trace("read: no replica of cluster %s can take it (%d healthy)", cluster.name, n)
+    if sy.tracing then
+      trace("read: no replica of cluster %s can take it (%d healthy)", cluster.name, n)
+    end
     if not fallback then
       return nil, ("switchyard: no healthy replica in cluster %q for this read"):format(cluster.name),
         "08006"
