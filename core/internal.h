@@ -14,8 +14,6 @@
 #define SY_INTERNAL_H
 
 #include <ev.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <libpq-fe.h>
 #include <lua.h>
 
@@ -304,38 +302,6 @@ struct sy_topology {
 
 /* One loaded configuration and policy: a Lua state, the topology built
  * from it and the settings C read out of it.  Replaced whole on reload. */
-/* The route budget's watcher (lua_watchdog.c): one thread per Lua state
- * that arms the budget hook only for a call still running a tick later.
- * calls is odd while a call runs.  Owned by the state; L borrowed. */
-typedef struct sy_watchdog {
-    pthread_t thread;
-    pthread_mutex_t mu;       /* serialises lua_sethook, guards stop */
-    pthread_cond_t wake;
-    int running;              /* the thread exists */
-    int stop;
-    int depth;                /* loop thread only: nested calls */
-    lua_State *L;
-    lua_Hook hook;
-    int hook_every;
-    atomic_ulong calls;
-    atomic_ulong armed_for;   /* the value of calls the hook was armed for */
-    atomic_int armed;
-    atomic_int sleeping;
-    _Atomic double noticed_at; /* when the watchdog first saw the call */
-} sy_watchdog;
-
-/* Starts the watcher of L's calls; the hook it arms is hook every `every`
- * instructions.  Without a thread the hook stays armed for good (-1). */
-int sy__watchdog_start(sy_watchdog *w, lua_State *L, lua_Hook hook, int every);
-/* Joins the thread (it wakes at once); before lua_close. */
-void sy__watchdog_stop(sy_watchdog *w);
-/* Around every call into the state (sy__lua_pcall), on the loop thread. */
-void sy__watchdog_enter(sy_watchdog *w);
-void sy__watchdog_leave(sy_watchdog *w);
-/* When the running call began, as far as the budget's clock knows: when
- * the watchdog first saw it, or now. */
-double sy__watchdog_call_started(const sy_watchdog *w, double now);
-
 struct sy_lua {
     sy_engine *engine;       /* NULL for a dry run (no pools, no network) */
     lua_State *L;
@@ -362,7 +328,6 @@ struct sy_lua {
     uint64_t budget_hits;
     uint64_t budget_factor;
     double budget_started;
-    sy_watchdog watchdog;
     unsigned rr;             /* round robin for {cluster=, role=} targets */
     int in_hook_call;        /* inside on_event: do not recurse */
     const struct sy_route_input *current_input; /* during a decision only */

@@ -65,7 +65,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
      * few microseconds): most decisions finish before and never read it. */
     double now = sy__monotonic();
     if (lua->budget_started == 0)
-        lua->budget_started = sy__watchdog_call_started(&lua->watchdog, now);
+        lua->budget_started = now;
     if (ms > 0 && (now - lua->budget_started) * 1e3 > ms) {
         sy__fmt(what, sizeof what, "it ran over its time budget of %g ms "
                 "(route_budget.ms)", ms);
@@ -101,9 +101,7 @@ int sy__lua_pcall(sy_lua *lua, int nargs, int nres, int factor, char *err,
     lua->budget_hits = 0;
     lua->budget_factor = (uint64_t)factor;
     lua->budget_started = 0;
-    sy__watchdog_enter(&lua->watchdog);
     int rc = lua_pcall(L, nargs, nres, base);
-    sy__watchdog_leave(&lua->watchdog);
     if (rc == 0) {
         lua_remove(L, base);
         return 0;
@@ -406,7 +404,7 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua_pushlightuserdata(L, (void *)&self_key);
     lua_pushlightuserdata(L, lua);
     lua_rawset(L, LUA_REGISTRYINDEX);
-    sy__watchdog_start(&lua->watchdog, L, budget_hook, HOOK_EVERY);
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
     lua_pushcfunction(L, traceback_handler);
     lua->ref_traceback = luaL_ref(L, LUA_REGISTRYINDEX);
     set_package_path(L, home);
@@ -506,7 +504,6 @@ void sy__lua_free(sy_lua *lua)
     if (!lua)
         return;
     sy__patroni_free(lua);
-    sy__watchdog_stop(&lua->watchdog);
     if (lua->L)
         lua_close(lua->L);
     for (int i = 0; i < lua->topo.n; i++)

@@ -67,8 +67,7 @@
 --                                 --   (never inside a transaction, never a write)
 --     write_functions = {},       -- extra lowercase function names that make a
 --                                 --   statement a write (besides nextval, setval, ...)
---     route_budget = {            -- limits for one routing decision of the policy,
---                                 --   checked once a decision still runs 5-10 ms in
+--     route_budget = {            -- limits for one routing decision of the policy
 --       instructions = 1000000,   -- Lua VM instructions (integer >= 1)
 --       ms = 50,                  -- wall-clock milliseconds (> 0)
 --     },

@@ -80,10 +80,8 @@ describe("policy failures", function()
     works()
   end)
 
-  -- The budget's hook is armed only for a call that is still running a
-  -- watchdog tick (5 ms) after it began (core/lua_watchdog.c): each limit
-  -- must still stop the loop on its own, and every decision after it must
-  -- run as before.
+  -- Each limit of the budget stops the loop on its own, and every decision
+  -- after it runs as before.
   it("stops a loop by either limit of the budget alone", function()
     local path = dir .. "/config.lua"
     local function with_budget(budget)
