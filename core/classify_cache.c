@@ -173,7 +173,7 @@ static void slot_store(struct sy_classify_slot *s, unsigned generation, unsigned
     s->len = (uint32_t)len;
     s->hash = (uint32_t)hash;
     s->generation = generation;
-    s->verdict = *verdict;
+    sy__statement_copy(&s->verdict, verdict);
 }
 
 /* Whether v, the verdict for sql, holds for every text of sql's shape. */
@@ -222,7 +222,7 @@ void sy__classify(sy_engine *e, const char *sql, size_t len, sy_statement *out)
     unsigned hash = text_hash(sql, len);
     struct sy_classify_slot *s = &cc->slots[hash % SY_CLASSIFY_CACHE_SLOTS];
     if (slot_holds(s, lua->generation, hash, sql, len)) {
-        *out = s->verdict;
+        sy__statement_copy(out, &s->verdict);
         return;
     }
     char shape[SY_CLASSIFY_CACHE_MAX_TEXT];
@@ -234,7 +234,8 @@ void sy__classify(sy_engine *e, const char *sql, size_t len, sy_statement *out)
         shape_hash = text_hash(shape, (size_t)shape_len);
         sh = &cc->shapes[shape_hash % SY_CLASSIFY_SHAPE_SLOTS];
         if (slot_holds(sh, lua->generation, shape_hash, shape, (size_t)shape_len)) {
-            *out = sh->verdict; /* kind, flags and the first word: no other spans */
+            /* kind, flags and the first word: no other spans */
+            sy__statement_copy(out, &sh->verdict);
             return;
         }
     }

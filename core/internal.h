@@ -14,6 +14,7 @@
 #define SY_INTERNAL_H
 
 #include <ev.h>
+#include <string.h>
 #include <libpq-fe.h>
 #include <lua.h>
 
@@ -493,6 +494,24 @@ void sy__session_free_identity(sy_session *s);
 void sy__session_destroy(sy_session *s);
 
 /* ------------------------------------------------------------ classify_cache */
+
+/* Copies a verdict's used part: the struct is 400 bytes, mostly span
+ * arrays that hold nothing, and verdicts are copied several times a
+ * statement. */
+static inline void sy__statement_copy(sy_statement *dst, const sy_statement *src)
+{
+    dst->kind = src->kind;
+    dst->flags = src->flags;
+    dst->nhints = src->nhints;
+    dst->nschemas = src->nschemas;
+    dst->first_word = src->first_word;
+    if (src->nhints > 0) {
+        memcpy(dst->hint_keys, src->hint_keys, (size_t)src->nhints * sizeof(sy_span));
+        memcpy(dst->hint_values, src->hint_values, (size_t)src->nhints * sizeof(sy_span));
+    }
+    if (src->nschemas > 0)
+        memcpy(dst->schemas, src->schemas, (size_t)src->nschemas * sizeof(sy_span));
+}
 
 #define SY_CLASSIFY_CACHE_SLOTS 256
 #define SY_CLASSIFY_CACHE_MAX_TEXT 4096 /* longer texts are read every time */

@@ -76,12 +76,13 @@ void sy__relay_classify(sy_client *c, const char *sql, size_t len, sy_statement 
                         int remember)
 {
     if (c->cls_sql == sql && c->cls_len == len && sql) {
-        *out = c->cls_stmt; /* valid until the batch is done (cls_sql reset) */
+        /* valid until the batch is done (cls_sql reset) */
+        sy__statement_copy(out, &c->cls_stmt);
         return;
     }
     sy__classify(c->proxy->engine, sql, len, out);
     if (remember) {
-        c->cls_stmt = *out;
+        sy__statement_copy(&c->cls_stmt, out);
         c->cls_sql = sql;
         c->cls_len = len;
     }
@@ -95,7 +96,7 @@ static void consider(sy_client *c, batch_route *r, const char *sql, size_t len)
                     !(r->stmt.flags & SY_STMT_MULTI))) {
         r->sql = sql;
         r->len = len;
-        r->stmt = st;
+        sy__statement_copy(&r->stmt, &st);
     }
 }
 
@@ -126,7 +127,9 @@ static int collect_params(sy_proxy *px, const sy_pg_bind *b)
 
 static void find_route_sql(sy_client *c, batch_route *r)
 {
-    memset(r, 0, sizeof *r);
+    r->sql = NULL; /* r->stmt is read only once sql is set */
+    r->len = 0;
+    r->nparams = 0;
     size_t pos = 0;
     sy_pg_msg m;
     sy_pg_span unnamed = {NULL, 0};
