@@ -473,7 +473,7 @@ static void health_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (!h->deadline_extended && sy__io_run_if_ready(loop, &h->io)) {
         /* The server had answered: the time went by in our own stall.  A
          * poll with steps to go gets one more period, once. */
-            if ((h->state == HEALTH_CONNECTING || h->state == HEALTH_QUERYING) &&
+        if ((h->state == HEALTH_CONNECTING || h->state == HEALTH_QUERYING) &&
             !ev_is_active(&h->deadline)) {
             h->deadline_extended = 1;
             ev_timer_set(&h->deadline, timeout, 0.);

@@ -341,10 +341,20 @@ static void clear_made_q_fields(sy_lua *lua)
     lua_State *L = lua->L;
     lua->q_fields_made = 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_q);
-    lua_pushnil(L);
-    lua_setfield(L, -2, "sql");
-    lua_pushnil(L);
-    lua_setfield(L, -2, "params");
+    static const char *const made[] = {"sql", "params"};
+    for (size_t i = 0; i < SY_ARRAY_LEN(made); i++) {
+        /* Only a field that is there: storing nil under a missing key
+         * would add the key. */
+        lua_pushstring(L, made[i]);
+        lua_rawget(L, -2);
+        int present = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (present) {
+            lua_pushstring(L, made[i]);
+            lua_pushnil(L);
+            lua_rawset(L, -3);
+        }
+    }
     lua_pop(L, 1);
 }
 
