@@ -71,26 +71,54 @@ static size_t quoted_end(const char *sql, size_t len, size_t i, char q)
     return len;
 }
 
+/* Whether any of the eight bytes at p may be a digit or one of the bytes
+ * B_SPECIAL marks: they all lie in 0x22..0x39, except the backslash.  A
+ * word with none is copied without looking at its bytes one by one (the
+ * classic "has a byte between" and "has a zero byte" tricks; bytes of 0x80
+ * and up are never in range). */
+static int word_may_stop(const char *p)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    uint64_t w;
+    memcpy(&w, p, 8);
+    uint64_t low7 = w & ~highs;
+    uint64_t between = (ones * (127 + 0x3a) - low7) & ~w & (low7 + ones * (127 - 0x21)) & highs;
+    uint64_t bs = w ^ (ones * '\\');
+    return (between | ((bs - ones) & ~bs & highs)) != 0;
+}
+
 /* Writes sql's shape into out (room for len bytes: a shape is never
  * longer); returns its length, or -1 when the text has no shape.
  * *first_mask is the offset in sql of the first masked literal (len when
  * none: the shape is the text). */
-static long shape_of(const unsigned char *cls, const char *sql, size_t len, char *out,
-                     size_t *first_mask)
+static long shape_of(const unsigned char *restrict cls, const char *restrict sql, size_t len,
+                     char *restrict out, size_t *first_mask)
 {
     size_t o = 0;
     int after_ident = 0; /* a digit here continues a name ("t1", "$1", "x.5") */
     *first_mask = len;
     for (size_t i = 0; i < len;) {
-        unsigned char c = (unsigned char)sql[i];
-        unsigned char k = cls[c];
-        if (k <= B_IDENT) {
-            out[o++] = (char)c;
-            after_ident = k;
-            i++;
-            continue;
+        /* Most bytes are names, keywords and punctuation, copied as they
+         * are: find the run's end first and copy it whole. */
+        size_t run = i;
+        for (;;) {
+            while (i + 8 <= len && !word_may_stop(sql + i))
+                i += 8;
+            size_t limit = i + 8 < len ? i + 8 : len;
+            while (i < limit && cls[(unsigned char)sql[i]] <= B_IDENT)
+                i++;
+            if (i < limit || i >= len)
+                break;
         }
-        if (k == B_DIGIT) {
+        if (i > run) {
+            memcpy(out + o, sql + run, i - run);
+            o += i - run;
+            after_ident = cls[(unsigned char)sql[i - 1]];
+            if (i >= len)
+                break;
+        }
+        unsigned char c = (unsigned char)sql[i];
+        if (cls[c] == B_DIGIT) {
             if (after_ident) {
                 out[o++] = (char)c;
                 i++;

@@ -308,8 +308,9 @@ struct sy_lua {
     lua_State *L;
     int ref_state, ref_on_event, ref_q, ref_traceback, ref_facade;
     int ref_route_entry;     /* runtime's door to route(q) (lua_route.c) */
+    int ref_route_entry_plain; /* the same for a statement without flags,
+                                * hints or schemas that is not a retry */
     int ref_session_default; /* q.session when the query has no session */
-    int ref_sessions;        /* lightuserdata sy_session* -> q.session */
     int ref_kind[6];         /* interned kind names, by sy_kind */
     int ref_empty;           /* a shared empty table for absent fields */
     int ref_apply_roles;     /* runtime.apply_roles */
@@ -383,6 +384,13 @@ void sy__lua_on_event(sy_lua *lua, const sy_event *ev);
  * the budget (times factor).  -1 and the message in err on error. */
 int sy__lua_pcall(sy_lua *lua, int nargs, int nres, int factor, char *err,
                   size_t errlen);
+/* The same, for a caller that pushed the handler first (its index, from
+ * sy__lua_push_handler) and saves moving it: on success the results sit
+ * above the handler, on error the stack is cut back to it.  The handler
+ * stays for the caller to pop either way. */
+int sy__lua_push_handler(sy_lua *lua);
+int sy__lua_pcall_handled(sy_lua *lua, int handler, int nargs, int nres, int factor,
+                          char *err, size_t errlen);
 sy_lua *sy__lua_self(lua_State *L);
 /* Field k of the table at stack index t: a number (dflt when absent or not
  * a number), a string (NULL when absent; kept alive by the table) or a
@@ -460,6 +468,8 @@ struct sy_session {
     sy_request *inflight;
     int freeing;              /* freed by the user while a query ran */
     unsigned lua_generation;  /* state whose cached q.session is current */
+    int lua_ref;              /* registry ref of q.session in the state of */
+    unsigned lua_ref_generation; /* this generation (0: none) */
     sy_list link;             /* engine->sessions */
     /* Read-your-writes: the session's last write (sy__session_wrote). */
     int write_open;           /* a write or a transaction since the last mark */

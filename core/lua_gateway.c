@@ -87,25 +87,21 @@ static int traceback_handler(lua_State *L)
     return 1;
 }
 
-/* Calls the function below nargs arguments under the budget.  On error
- * writes the message to err, logs the traceback and returns -1; the stack
- * is left without the function and its arguments either way (nres results
- * on success). */
-int sy__lua_pcall(sy_lua *lua, int nargs, int nres, int factor, char *err,
-                  size_t errlen)
+int sy__lua_push_handler(sy_lua *lua)
+{
+    lua_rawgeti(lua->L, LUA_REGISTRYINDEX, lua->ref_traceback);
+    return lua_gettop(lua->L);
+}
+
+int sy__lua_pcall_handled(sy_lua *lua, int handler, int nargs, int nres, int factor,
+                          char *err, size_t errlen)
 {
     lua_State *L = lua->L;
-    int base = lua_gettop(L) - nargs;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_traceback);
-    lua_insert(L, base);
     lua->budget_hits = 0;
     lua->budget_factor = (uint64_t)factor;
     lua->budget_started = 0;
-    int rc = lua_pcall(L, nargs, nres, base);
-    if (rc == 0) {
-        lua_remove(L, base);
+    if (lua_pcall(L, nargs, nres, handler) == 0)
         return 0;
-    }
     const char *msg = lua_tostring(L, -1);
     sy__fmt(err, errlen, "%s", msg ? msg : "unknown Lua error");
     if (lua->engine) {
@@ -114,8 +110,20 @@ int sy__lua_pcall(sy_lua *lua, int nargs, int nres, int factor, char *err,
         sy__log(lua->engine, SY_LOG_DEBUG, "%s", tb ? tb : err);
         lua_pop(L, 1);
     }
-    lua_settop(L, base - 1);
+    lua_settop(L, handler);
     return -1;
+}
+
+int sy__lua_pcall(sy_lua *lua, int nargs, int nres, int factor, char *err,
+                  size_t errlen)
+{
+    lua_State *L = lua->L;
+    int base = lua_gettop(L) - nargs;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_traceback);
+    lua_insert(L, base);
+    int rc = sy__lua_pcall_handled(lua, base, nargs, nres, factor, err, errlen);
+    lua_remove(L, base);
+    return rc;
 }
 
 /* ------------------------------------------------------------ facade */
@@ -388,7 +396,8 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua->set.health_timeout = 2;
     lua->set.health_fall = 3;
     lua->set.health_rise = 2;
-    lua->ref_route_entry = lua->ref_on_event = lua->ref_state = LUA_NOREF;
+    lua->ref_route_entry = lua->ref_route_entry_plain = LUA_NOREF;
+    lua->ref_on_event = lua->ref_state = LUA_NOREF;
     lua->ref_apply_roles = lua->ref_choose_promotion = lua->ref_patroni_members = LUA_NOREF;
     char resolved[PATH_MAX];
     const char *path = realpath(config_path, resolved) ? resolved : config_path;
@@ -439,7 +448,6 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     lua->ref_q = take_ref(L, state, "q");
     lua->ref_empty = take_ref(L, state, "empty");
     lua->ref_session_default = take_ref(L, state, "session_default");
-    lua->ref_sessions = take_ref(L, state, "sessions");
     lua->ref_loaded_files = take_ref(L, state, "files");
     lua->ref_facade = take_ref(L, state, "facade");
     lua_getfield(L, state, "topology");
@@ -463,6 +471,7 @@ sy_lua *sy__lua_load(sy_engine *e, const char *config_path, const char *home,
     if (sy__lua_pcall(lua, 1, 0, LOAD_BUDGET_FACTOR, err, errlen) < 0)
         goto fail;
     lua->ref_route_entry = take_ref(L, state, "route_entry");
+    lua->ref_route_entry_plain = take_ref(L, state, "route_entry_plain");
     lua_getfield(L, state, "policy");
     lua->ref_on_event = take_ref(L, lua_gettop(L), "on_event");
     lua_pop(L, 1);

@@ -128,11 +128,13 @@ static const struct {
     {SY_STMT_ADVISORY_LOCK, "advisory_lock"},
 };
 
+/* The flags q.flags shows (the others are the classifier's own). */
+#define SHOWN_FLAGS (~(uint32_t)(SY_STMT_HAS_HINTS | SY_STMT_TRUNCATED))
+
 static void push_flags(sy_lua *lua, uint32_t flags)
 {
     lua_State *L = lua->L;
-    const uint32_t shown = ~(uint32_t)(SY_STMT_HAS_HINTS | SY_STMT_TRUNCATED);
-    if ((flags & shown) == 0) {
+    if ((flags & SHOWN_FLAGS) == 0) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_empty);
         return;
     }
@@ -265,6 +267,8 @@ static void update_write_lsn(lua_State *L, sy_session *s)
     lua_setfield(L, -2, "write_lsn");
 }
 
+/* q.session: the session's table, kept in the registry under a ref of its
+ * own and made again only after a SET changed its variables. */
 static void push_session(sy_lua *lua, sy_session *s)
 {
     lua_State *L = lua->L;
@@ -272,16 +276,10 @@ static void push_session(sy_lua *lua, sy_session *s)
         lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_session_default);
         return;
     }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_sessions);
     if (s->lua_generation == lua->generation) {
-        lua_pushlightuserdata(L, s);
-        lua_rawget(L, -2);
-        if (lua_istable(L, -1)) {
-            lua_remove(L, -2);
-            update_write_lsn(L, s);
-            return;
-        }
-        lua_pop(L, 1);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->lua_ref);
+        update_write_lsn(L, s);
+        return;
     }
     s->write_lsn_shown = -2;
     lua_createtable(L, 0, 5);
@@ -294,22 +292,24 @@ static void push_session(sy_lua *lua, sy_session *s)
         lua_setfield(L, -2, s->var_names[i]);
     }
     lua_setfield(L, -2, "vars");
-    lua_pushlightuserdata(L, s);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, -4);
-    lua_remove(L, -2);
+    lua_pushvalue(L, -1);
+    if (s->lua_ref_generation == lua->generation) {
+        lua_rawseti(L, LUA_REGISTRYINDEX, s->lua_ref); /* replaces the stale one */
+    } else {
+        s->lua_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        s->lua_ref_generation = lua->generation;
+    }
     s->lua_generation = lua->generation;
     update_write_lsn(L, s);
 }
 
 void sy__lua_forget_session(sy_lua *lua, sy_session *s)
 {
-    lua_State *L = lua->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_sessions);
-    lua_pushlightuserdata(L, s);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
+    /* A ref of an older state went with that state. */
+    if (s->lua_ref_generation == lua->generation)
+        luaL_unref(lua->L, LUA_REGISTRYINDEX, s->lua_ref);
+    s->lua_ref_generation = 0;
+    s->lua_generation = 0;
 }
 
 /* q.sql and q.params are made when the policy first reads them in a
@@ -370,13 +370,22 @@ void sy__lua_install_q_metatable(sy_lua *lua)
     lua_pop(L, 1);
 }
 
-/* Pushes q's fields, the arguments of runtime's route entry, in its
- * order: kind, in_tx, flags, hints, schemas, session, retry.  Returns how
- * many. */
-static int push_q_fields(sy_lua *lua, const sy_route_input *in)
+/* Pushes one of runtime's route entries and q's fields, its arguments:
+ * kind, in_tx, flags, hints, schemas, session, retry for the full entry;
+ * kind, in_tx, session for the plain one (nothing else to say).  Returns
+ * how many arguments. */
+static int push_entry_and_q_fields(sy_lua *lua, const sy_route_input *in)
 {
     lua_State *L = lua->L;
     const sy_statement *st = in->stmt;
+    if ((st->flags & SHOWN_FLAGS) == 0 && st->nhints == 0 && st->nschemas == 0 && !in->failed_node) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_route_entry_plain);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_kind[st->kind]);
+        lua_pushboolean(L, in->in_tx);
+        push_session(lua, in->session);
+        return 3;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_route_entry);
     lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_kind[st->kind]);
     lua_pushboolean(L, in->in_tx);
     push_flags(lua, st->flags);
@@ -474,9 +483,10 @@ void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out)
     out->sqlstate[0] = '\0';
     out->message[0] = '\0';
     lua->current_input = in; /* for q.sql and q.params, made on demand */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lua->ref_route_entry);
-    int nargs = push_q_fields(lua, in);
-    int rc = sy__lua_pcall(lua, nargs, 4, 1, out->message, sizeof out->message);
+    int handler = sy__lua_push_handler(lua);
+    int nargs = push_entry_and_q_fields(lua, in);
+    int rc = sy__lua_pcall_handled(lua, handler, nargs, 4, 1, out->message,
+                                   sizeof out->message);
     lua->current_input = NULL;
     if (lua->q_fields_made)
         clear_made_q_fields(lua);
@@ -485,7 +495,7 @@ void sy__lua_route(sy_lua *lua, const sy_route_input *in, sy_route *out)
         lua_settop(L, top);
         return;
     }
-    int r1 = top + 1;
+    int r1 = handler + 1;
     if (lua_type(L, r1 + 3) == LUA_TNUMBER) {
         /* A node table: the entry read its id (runtime.lua). */
         int id = (int)lua_tointeger(L, r1 + 3);

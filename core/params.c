@@ -154,19 +154,32 @@ int sy__params_copy(sy_params *dst, const sy_params *src)
     return 0;
 }
 
+/* Whether have holds exactly want's parameters.  Names are stored lower
+ * case, and two sets made the same way list them in the same order, so each
+ * is looked for at its own index first. */
+static int same_params(const sy_params *have, const sy_params *want)
+{
+    for (int i = 0; i < want->n; i++) {
+        const sy_param *w = &want->v[i];
+        const sy_param *h = &have->v[i];
+        if (strcmp(h->name, w->name) != 0) {
+            int j = find(have, w->name, strlen(w->name));
+            if (j < 0)
+                return 0;
+            h = &have->v[j];
+        }
+        if (strcmp(h->value, w->value) != 0)
+            return 0;
+    }
+    return 1;
+}
+
 int sy__params_diff_sql(const sy_params *have, const sy_params *want, sy_buf *sql)
 {
     /* Equal fingerprints say "probably equal"; a crafted set could collide,
      * so the quick exit is taken only after an exact comparison. */
-    if (have->fingerprint == want->fingerprint && have->n == want->n) {
-        int same = 1;
-        for (int i = 0; i < want->n && same; i++) {
-            const char *cur = sy__params_get(have, want->v[i].name);
-            same = cur && strcmp(cur, want->v[i].value) == 0;
-        }
-        if (same)
-            return 0;
-    }
+    if (have->fingerprint == want->fingerprint && have->n == want->n && same_params(have, want))
+        return 0;
     int n = 0;
     for (int i = 0; i < want->n; i++) {
         const char *cur = sy__params_get(have, want->v[i].name);

@@ -195,11 +195,22 @@ static int may_be_local(const char *sql, size_t len)
     }
     if (i >= len)
         return 0;
-    char ch = (char)(sql[i] | 0x20);
-    if (ch == 's' || ch == 'r')
-        return len - i >= 3 && strncasecmp(sql + i, ch == 's' ? "set" : "res", 3) == 0;
-    return ch == 'd' && len - i >= 4 &&
-           (strncasecmp(sql + i, "deal", 4) == 0 || strncasecmp(sql + i, "disc", 4) == 0);
+    /* Byte by byte, not strncasecmp: this runs for every simple query. */
+    const char *w = sql + i;
+    size_t left = len - i;
+#define LOWER_IS(k, ch) ((w[k] | 0x20) == (ch))
+    switch (w[0] | 0x20) {
+    case 's':
+        return left >= 3 && LOWER_IS(1, 'e') && LOWER_IS(2, 't');
+    case 'r':
+        return left >= 3 && LOWER_IS(1, 'e') && LOWER_IS(2, 's');
+    case 'd':
+        return left >= 4 && ((LOWER_IS(1, 'e') && LOWER_IS(2, 'a') && LOWER_IS(3, 'l')) ||
+                             (LOWER_IS(1, 'i') && LOWER_IS(2, 's') && LOWER_IS(3, 'c')));
+    default:
+        return 0;
+    }
+#undef LOWER_IS
 }
 
 /* What a statement the proxy may answer itself is. */

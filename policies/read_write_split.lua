@@ -18,11 +18,14 @@ local split = require("lib.split")
 
 local router = split.new(sy)
 
+-- The cluster tables live as long as this load of the policy (a reload
+-- loads it again), so the default one is looked up once.
+local cluster = sy.topology.clusters[sy.topology.default_cluster]
+
 local policy = {}
 
 function policy.route(q)
-  local topology = q.topology
-  return router.route(q, topology.clusters[topology.default_cluster])
+  return router.route(q, cluster)
 end
 
 -- Refuses a (re)load whose options are wrong.

@@ -120,6 +120,9 @@ function runtime.load(config_path, home, c, shared)
     trace = noop,
     tracing = false, -- true under `switchyard route`: policies may explain
   }
+  -- q.flags, q.hints and q.schemas of a statement without any: one shared
+  -- read-only table, so a policy can test for "none" with one comparison.
+  facade.empty = setmetatable({}, { __newindex = function() error("this table is read-only", 2) end })
   package.loaded.switchyard = facade
   package.path = cfg.config_dir .. "/?.lua;" .. package.path
   return {
@@ -128,32 +131,50 @@ function runtime.load(config_path, home, c, shared)
     topology = topo,
     nodes = flat,
     files = files,
-    q = { topology = topo },
-    empty = setmetatable({}, { __newindex = function() error("this table is read-only", 2) end }),
+    q = { topology = topo, flags = facade.empty, hints = facade.empty, schemas = facade.empty,
+          retry = false },
+    empty = facade.empty,
     session_default = { vars = {} },
-    sessions = {},
   }
 end
 
--- The door C calls for every decision (core/lua_route.c).  q's fields
+-- The doors C calls for every decision (core/lua_route.c).  q's fields
 -- arrive as arguments and are stored here, where storing a field is one
 -- bytecode instead of three C API calls.  (q.sql and q.params are made on
 -- first read by q's __index, in C, which also clears them after the
 -- decision.)  When route() returns a node table its id comes back as a
 -- fourth result, so C need not look into the table: one lookup in a map
 -- keyed by the node tables themselves (a nil r reads nil).
-local function make_entry(state)
-  local q, route = state.q, state.policy.route
+--
+-- full takes every field.  plain is for the common statement: no flags,
+-- hints or schemas, not a retry; it stores three fields, and puts the
+-- other four back to "none" only after a full decision changed them.
+local function make_entries(state)
+  local q, route, empty = state.q, state.policy.route, state.empty
   local node_ids = {}
   for id, node in ipairs(state.topology.nodes) do node_ids[node] = id end
-  return function(kind, in_tx, flags, hints, schemas, session, retry)
+  local others_set = false
+  local function full(kind, in_tx, flags, hints, schemas, session, retry)
     q.kind, q.in_tx, q.flags, q.hints, q.schemas, q.session, q.retry =
       kind, in_tx, flags, hints, schemas, session, retry
+    others_set = true
     local r, msg, code = route(q)
     local id = node_ids[r]
     if id then return r, msg, code, id end
     return r, msg, code
   end
+  local function plain(kind, in_tx, session)
+    q.kind, q.in_tx, q.session = kind, in_tx, session
+    if others_set then
+      q.flags, q.hints, q.schemas, q.retry = empty, empty, empty, false
+      others_set = false
+    end
+    local r, msg, code = route(q)
+    local id = node_ids[r]
+    if id then return r, msg, code, id end
+    return r, msg, code
+  end
+  return full, plain
 end
 
 -- Loads the policy file into the state (after runtime.load, so the engine
@@ -162,7 +183,7 @@ function runtime.load_policy(state)
   local files = state.files
   files[#files + 1] = state.cfg.policy_path
   state.policy = load_policy(state.cfg.policy_path)
-  state.route_entry = make_entry(state)
+  state.route_entry, state.route_entry_plain = make_entries(state)
 end
 
 -- Runs the policy's optional selftest once the node tables are live.

@@ -177,6 +177,11 @@ function split.new(sy, extra_options)
 
   local function primary_of(cluster, failed_name)
     local p = cluster.primary
+    -- The usual answer first: one healthy primary, no read retried on it.
+    if p and p.healthy and not cluster.split_brain
+      and (failed_name == nil or p.name ~= failed_name) then
+      return p
+    end
     if cluster.split_brain then
       return nil, ("switchyard: cluster %q has more than one primary (%s); writes are refused until "
         .. "one remains"):format(cluster.name, table.concat(cluster.split_brain, ", ")), "08006"
@@ -258,11 +263,15 @@ function split.new(sy, extra_options)
     return true
   end
 
+  -- The engine's shared "none" table (sy.empty): q.flags and q.hints of a
+  -- plain statement are it, which one comparison tells.
+  local empty = sy.empty
+
   function router.route(q, cluster)
     local retry = q.retry
     local failed_name = retry and retry.failed and retry.failed.name
     local hints = q.hints
-    if hints then
+    if hints ~= empty and hints then
       local hinted = hints.node
       if hinted then
         if sy.tracing then
@@ -277,7 +286,8 @@ function split.new(sy, extra_options)
         return primary_of(cluster, failed_name)
       end
     end
-    if needs_primary(q) then
+    -- A plain read outside a transaction needs no closer look.
+    if (q.in_tx or q.kind ~= "read" or q.flags ~= empty) and needs_primary(q) then
       if sy.tracing then
         trace("%s statement%s: needs the primary of cluster %s", q.kind,
           q.in_tx and " inside a transaction" or "", cluster.name)
@@ -287,37 +297,40 @@ function split.new(sy, extra_options)
 
     -- The common case, eventual, costs two lookups (this runs per query).
     local level = hints and hints.consistency or q.session.vars.consistency or default_level
-    local max_ms, max_bytes
+    local bounded, need_lsn, max_ms, max_bytes = false, false, nil, nil
     if level ~= "eventual" then
       level, max_ms, max_bytes = consistency_of(q, level)
       if level == nil then return nil, max_ms, max_bytes end
-    end
-    if level == "strong" then
-      if sy.tracing then
-        trace("strong read: the primary of cluster %s", cluster.name)
+      if level == "strong" then
+        if sy.tracing then
+          trace("strong read: the primary of cluster %s", cluster.name)
+        end
+        return primary_of(cluster, failed_name)
       end
-      return primary_of(cluster, failed_name)
-    end
-    local bounded = level == "bounded"
-    local need_lsn = level == "read_your_writes" and max_ms
-    if need_lsn and need_lsn < 0 then
-      if sy.tracing then
-        trace("read_your_writes: the session's last write is not bounded by a poll yet: the primary")
+      bounded = level == "bounded"
+      need_lsn = level == "read_your_writes" and max_ms
+      if need_lsn and need_lsn < 0 then
+        if sy.tracing then
+          trace("read_your_writes: the session's last write is not bounded by a poll yet: the primary")
+        end
+        return primary_of(cluster, failed_name)
       end
-      return primary_of(cluster, failed_name)
     end
     local replicas = cluster.replicas
     local n = 0
     for i = 1, #replicas do
       local r = replicas[i]
-      if r.healthy and r.name ~= failed_name and (not bounded or within(r, max_ms, max_bytes))
+      if r.healthy and (failed_name == nil or r.name ~= failed_name)
+        and (not bounded or within(r, max_ms, max_bytes))
         and (not need_lsn or (r.wal_position or -1) >= need_lsn) then
         n = n + 1
         candidates[n] = r
       end
     end
-    -- Clear what a longer list left behind so #candidates is right.
-    for i = n + 1, ncandidates do candidates[i] = nil end
+    if ncandidates > n then
+      -- Clear what a longer list left behind so #candidates is right.
+      for i = n + 1, ncandidates do candidates[i] = nil end
+    end
     ncandidates = n
 
     if n > 0 then

@@ -93,11 +93,14 @@ function fixture.topology(cfg)
 end
 
 -- Installs the fake facade the policy sees as require("switchyard").
-function fixture.install(cfg, shared)
+function fixture.install(cfg, shared, topology)
   local sy = {
     shared = shared or {},
     options = cfg.policy_options or {},
     config = cfg,
+    topology = topology,
+    -- the engine's read-only "none" for q.flags, q.hints and q.schemas
+    empty = setmetatable({}, { __newindex = function() error("this table is read-only", 2) end }),
     logs = {},
     clock = 1000,
   }
@@ -136,7 +139,7 @@ function fixture.new(args)
   local bed = setmetatable({}, Bed)
   bed.cfg = cfg
   bed.topology = fixture.topology(cfg)
-  bed.sy = fixture.install(cfg, args.shared)
+  bed.sy = fixture.install(cfg, args.shared, bed.topology)
   bed.policy = fixture.load_policy(cfg.policy_path)
   return bed
 end
@@ -148,8 +151,8 @@ end
 -- A q with every field the engine fills; fields override.
 function Bed:q(fields)
   local q = {
-    sql = "SELECT 1", kind = "read", in_tx = false, flags = {}, hints = {},
-    params = {}, schemas = {},
+    sql = "SELECT 1", kind = "read", in_tx = false, flags = self.sy.empty, hints = self.sy.empty,
+    params = {}, schemas = self.sy.empty,
     session = { user = "app", database = "app", application_name = "spec", vars = {} },
     retry = false, topology = self.topology,
   }
