@@ -242,6 +242,11 @@ static sy_pg_span cur_str(cursor *c)
     if (c->bad)
         return s;
     const char *start = c->p + c->pos;
+    if (c->pos < c->len && *start == '\0') { /* the unnamed statement or portal */
+        c->pos++;
+        s.p = start;
+        return s;
+    }
     const char *nul = c->pos < c->len ? memchr(start, '\0', c->len - c->pos) : NULL;
     if (!nul) {
         c->bad = 1;
@@ -271,7 +276,13 @@ static int cur_end(const cursor *c, const sy_pg_msg *m, sy_pg_error *err)
 
 int sy__pg_frontend_type_known(uint8_t type)
 {
-    return type != 0 && strchr("QPBDCESHXdcfpF", type) != NULL;
+    switch (type) {
+    case 'Q': case 'P': case 'B': case 'D': case 'C': case 'E': case 'S':
+    case 'H': case 'X': case 'd': case 'c': case 'f': case 'p': case 'F':
+        return 1;
+    default:
+        return 0;
+    }
 }
 
 int sy__pg_parse_query(const sy_pg_msg *m, sy_pg_span *sql, sy_pg_error *err)

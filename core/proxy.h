@@ -237,6 +237,8 @@ struct sy_link {
     sy_buf in;                /* an incomplete message from the backend */
     size_t pass_remaining;    /* bytes of a streamed message still to relay */
     int pass_forward;         /* relay them (1) or drop them (0) */
+    const char *run;          /* bytes of the read being processed that go to */
+    size_t run_len;           /* the client as they are, not copied yet */
     sy_expect *q;             /* ring of expected replies */
     unsigned q_head, q_len, q_cap;
     sy_buf fakes;             /* bytes of SY_X_FAKE replies */
@@ -313,6 +315,13 @@ struct sy_client {
     const char *cls_sql;
     size_t cls_len;
     sy_statement cls_stmt;
+    /* The batch's first Parse and Bind as routing parsed them, for the
+     * translation to reuse (sy__relay_parsed): valid while the batch is in
+     * the buffer parsed_in; *_at are their payloads' offsets (0: none). */
+    const char *parsed_in;
+    size_t parse_at, bind_at;
+    sy_pg_parse parsed_parse;
+    sy_pg_bind parsed_bind;
     /* login */
     char *secret;              /* the user's stored secret, NULL if unknown */
     struct sy_auth_lookup *lookup; /* an auth query in flight */
@@ -378,6 +387,9 @@ int sy__relay_query_is_local(sy_client *c, const char *sql, size_t len);
  * batch's statement, classified to route, then to translate). */
 void sy__relay_classify(sy_client *c, const char *sql, size_t len, sy_statement *out,
                         int remember);
+/* Whether m is the batch message routing parsed at offset at (c->parse_at
+ * or c->bind_at), so its parse in c can stand for parsing it again. */
+int sy__relay_parsed(const sy_client *c, const sy_pg_msg *m, size_t at);
 /* The transaction status the client should be told ('I', 'T', 'E'). */
 char sy__relay_status(const sy_client *c, const sy_link *l);
 /* The client goes away: unlink and release or close its backend. */

@@ -125,11 +125,22 @@ static int collect_params(sy_proxy *px, const sy_pg_bind *b)
     return i;
 }
 
+int sy__relay_parsed(const sy_client *c, const sy_pg_msg *m, size_t at)
+{
+    /* Offsets, not pointers, were kept: the batch is only appended to
+     * while it waits, so an offset holds even if the buffer moved; the
+     * check on the buffer itself makes sure. */
+    return at && c->parsed_in && c->parsed_in == c->batch.buf &&
+           (const char *)m->payload == c->batch.buf + at;
+}
+
 static void find_route_sql(sy_client *c, batch_route *r)
 {
     r->sql = NULL; /* r->stmt is read only once sql is set */
     r->len = 0;
     r->nparams = 0;
+    c->parsed_in = c->batch.buf;
+    c->parse_at = c->bind_at = 0;
     size_t pos = 0;
     sy_pg_msg m;
     sy_pg_span unnamed = {NULL, 0};
@@ -142,6 +153,10 @@ static void find_route_sql(sy_client *c, batch_route *r)
         } else if (m.type == SY_PG_PARSE) {
             sy_pg_parse p;
             if (sy__pg_parse_parse(&m, &p, NULL) == 0) {
+                if (!c->parse_at) {
+                    c->parse_at = (size_t)((const char *)m.payload - c->batch.buf);
+                    c->parsed_parse = p;
+                }
                 if (p.name.len == 0)
                     unnamed = p.query;
                 consider(c, r, p.query.p, p.query.len);
@@ -150,6 +165,10 @@ static void find_route_sql(sy_client *c, batch_route *r)
             sy_pg_bind b;
             if (sy__pg_parse_bind(&m, &b, NULL) < 0)
                 continue;
+            if (!c->bind_at) {
+                c->bind_at = (size_t)((const char *)m.payload - c->batch.buf);
+                c->parsed_bind = b;
+            }
             sy_stmt *st = b.statement.len
                               ? sy__client_stmt_find(c, b.statement.p, b.statement.len)
                               : NULL;
@@ -202,6 +221,7 @@ static int fail_batch(sy_client *c, const char *sqlstate, const char *message)
     sy__park_done(c->proxy->engine, &c->park);
     c->rerouted = 0;
     c->cls_sql = NULL;
+    c->parsed_in = NULL;
     sy__buf_reset(&c->batch);
     c->state = SY_CLIENT_IDLE;
     return rc < 0 || sy__client_flush(c) < 0 ? -1 : 0;
@@ -216,6 +236,7 @@ static int translate_batch(sy_client *c, sy_link *l)
     while (rc == 0 && next_msg(&c->batch, &pos, &m))
         rc = sy__relay_translate(c, l, &m);
     c->cls_sql = NULL;
+    c->parsed_in = NULL;
     sy__buf_reset(&c->batch);
     return rc;
 }

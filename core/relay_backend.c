@@ -21,6 +21,7 @@
 static void backend_read(sy_link *l);
 static void clear_queue(sy_link *l);
 static void drop_staged(sy_link *l);
+static int flush_run(sy_link *l);
 
 sy_link *sy__link_of(sy_proxy *px, sy_conn *conn)
 {
@@ -190,8 +191,9 @@ static int emit_fakes(sy_link *l)
 {
     sy_expect *h;
     while ((h = head(l)) != NULL && h->kind == SY_X_FAKE) {
-        if (l->client &&
-            sy__buf_append(&l->client->out, l->fakes.buf + h->fake_off, h->fake_len) < 0)
+        if (l->client && (flush_run(l) < 0 ||
+                          sy__buf_append(&l->client->out, l->fakes.buf + h->fake_off,
+                                         h->fake_len) < 0))
             return -1;
         pop(l);
     }
@@ -395,9 +397,29 @@ static void transaction_outcome(sy_link *l, char status)
     l->tx_failed = l->tx_rolled_back = 0;
 }
 
+/* Messages relayed as they are go to the client's buffer in one copy per
+ * run of them: relay_out only extends the run while the next message
+ * follows the last in the same read, and the run is copied before
+ * anything else is written to the client and before process() returns
+ * (the bytes live in the read buffer). */
+static int flush_run(sy_link *l)
+{
+    size_t n = l->run_len;
+    l->run_len = 0;
+    return n ? sy__buf_append(&l->client->out, l->run, n) : 0;
+}
+
 static int relay_out(sy_link *l, const char *p, size_t n)
 {
-    return sy__buf_append(&l->client->out, p, n);
+    if (l->run_len && l->run + l->run_len == p) {
+        l->run_len += n;
+        return 0;
+    }
+    if (flush_run(l) < 0)
+        return -1;
+    l->run = p;
+    l->run_len = n;
+    return 0;
 }
 
 /* One whole backend message. */
@@ -496,8 +518,20 @@ static int handle_message(sy_link *l, const char *msg, size_t total)
     }
 }
 
+static int process_run(sy_link *l, const char *data, size_t n);
+
 /* Processes bytes read from the backend; keeps an incomplete message. */
 static int process(sy_link *l, const char *data, size_t n)
+{
+    int rc = process_run(l, data, n);
+    if (rc == -1) {
+        l->run_len = 0; /* the client is closed */
+        return -1;
+    }
+    return rc;
+}
+
+static int process_run(sy_link *l, const char *data, size_t n)
 {
     const char *p = data;
     size_t len = n;
@@ -523,6 +557,8 @@ static int process(sy_link *l, const char *data, size_t n)
         uint8_t type = (uint8_t)p[pos];
         uint32_t mlen = be32(p + pos + 1);
         if (mlen < 4) {
+            if (flush_run(l) < 0)
+                return -1;
             backend_lost(l, "malformed message from the server");
             return -2;
         }
@@ -543,6 +579,8 @@ static int process(sy_link *l, const char *data, size_t n)
             return -1;
         pos += total;
     }
+    if (flush_run(l) < 0)
+        return -1;
     if (from_in) {
         memmove(l->in.buf, l->in.buf + pos, len - pos);
         l->in.len = len - pos;

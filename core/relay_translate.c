@@ -402,7 +402,9 @@ static int translate_parse(sy_client *c, sy_link *l, const sy_pg_msg *m)
     sy_proxy *px = c->proxy;
     sy_pg_parse p;
     sy_pg_error err;
-    if (sy__pg_parse_parse(m, &p, &err) < 0)
+    if (sy__relay_parsed(c, m, c->parse_at))
+        p = c->parsed_parse;
+    else if (sy__pg_parse_parse(m, &p, &err) < 0)
         return sy__relay_refuse(c, l, 1, err.sqlstate, err.message);
     if (p.name.len == 0) {
         sy_set_stmt s;
@@ -446,7 +448,9 @@ static int translate_bind(sy_client *c, sy_link *l, const sy_pg_msg *m)
 {
     sy_pg_bind b;
     sy_pg_error err;
-    if (sy__pg_parse_bind(m, &b, &err) < 0)
+    if (sy__relay_parsed(c, m, c->bind_at))
+        b = c->parsed_bind;
+    else if (sy__pg_parse_bind(m, &b, &err) < 0)
         return sy__relay_refuse(c, l, 1, err.sqlstate, err.message);
     if (b.portal.len == 0)
         c->portal_is_set = b.statement.len == 0 && c->unnamed_set;
