@@ -33,11 +33,6 @@ static int fail(sy_pg_error *err, const char *sqlstate, const char *fmt, ...)
 
 #define PROTOCOL_VIOLATION "08P01"
 
-static uint32_t be32(const char *p)
-{
-    const unsigned char *u = (const unsigned char *)p;
-    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
-}
 
 static uint16_t be16(const char *p)
 {
@@ -57,7 +52,7 @@ int sy__pg_frame(const void *buf, size_t avail, size_t max_len,
         out->total = 5;
         return SY_PG_NEED_MORE;
     }
-    uint32_t len = be32(p + 1);
+    uint32_t len = sy__pg_be32(p + 1);
     uint8_t type = (uint8_t)p[0];
     /* Checked from the header alone, so an oversized message is refused
      * before the caller grows a buffer for it. */
@@ -118,7 +113,7 @@ int sy__pg_read_startup(const void *buf, size_t avail, size_t max_len,
         out->msg.total = 4;
         return SY_PG_NEED_MORE;
     }
-    uint32_t len = be32(p);
+    uint32_t len = sy__pg_be32(p);
     /* Eight bytes is the smallest packet: length + request code. */
     if (len < 8)
         return fail(err, PROTOCOL_VIOLATION, "invalid startup packet length %u", len);
@@ -128,7 +123,7 @@ int sy__pg_read_startup(const void *buf, size_t avail, size_t max_len,
     out->msg.total = len;
     if (avail < len)
         return SY_PG_NEED_MORE;
-    uint32_t code = be32(p + 4);
+    uint32_t code = sy__pg_be32(p + 4);
     out->msg.type = 0;
     out->msg.len = len;
     out->msg.payload = p + 4;
@@ -146,8 +141,8 @@ int sy__pg_read_startup(const void *buf, size_t avail, size_t max_len,
             return fail(err, PROTOCOL_VIOLATION,
                         "invalid length %u for a cancel request", len);
         out->kind = SY_PG_CANCEL_REQUEST;
-        out->cancel_pid = be32(p + 8);
-        out->cancel_key = be32(p + 12);
+        out->cancel_pid = sy__pg_be32(p + 8);
+        out->cancel_key = sy__pg_be32(p + 12);
         return SY_PG_OK;
     }
     uint16_t major = (uint16_t)(code >> 16), minor = (uint16_t)(code & 0xffff);
@@ -227,7 +222,7 @@ static int cur_take(cursor *c, size_t n, const char **out)
 static uint32_t cur_u32(cursor *c)
 {
     const char *q;
-    return cur_take(c, 4, &q) ? be32(q) : 0;
+    return cur_take(c, 4, &q) ? sy__pg_be32(q) : 0;
 }
 
 static uint16_t cur_u16(cursor *c)
@@ -306,7 +301,7 @@ int sy__pg_parse_parse(const sy_pg_msg *m, sy_pg_parse *out, sy_pg_error *err)
 
 uint32_t sy__pg_parse_param_type(const sy_pg_parse *p, uint16_t i)
 {
-    return i < p->nparams ? be32(p->param_types + (size_t)i * 4) : 0;
+    return i < p->nparams ? sy__pg_be32(p->param_types + (size_t)i * 4) : 0;
 }
 
 static int formats_valid(const char *codes, uint16_t n)
@@ -363,7 +358,7 @@ int sy__pg_bind_next_value(const sy_pg_bind *b, size_t *pos, sy_pg_span *value)
 {
     if (*pos + 4 > b->values_len)
         return 0;
-    int32_t vlen = (int32_t)be32(b->values + *pos);
+    int32_t vlen = (int32_t)sy__pg_be32(b->values + *pos);
     *pos += 4;
     if (vlen < 0) {
         value->p = NULL;

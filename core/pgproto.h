@@ -75,6 +75,23 @@ typedef struct sy_pg_msg {
     size_t total;
 } sy_pg_msg;
 
+/* A big-endian 32-bit field (message lengths, counts). */
+static inline uint32_t sy__pg_be32(const char *p)
+{
+    const unsigned char *u = (const unsigned char *)p;
+    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+
+/* The message at p, framed without checks: only for bytes that were framed
+ * (and so checked) when they arrived, such as a stored batch. */
+static inline sy_pg_msg sy__pg_frame_known(const char *p)
+{
+    uint32_t len = sy__pg_be32(p + 1);
+    sy_pg_msg m = {.type = (uint8_t)p[0], .len = len, .payload = p + 5,
+                   .payload_len = len - 4, .total = (size_t)len + 1};
+    return m;
+}
+
 /* Frames one normal message (type byte + Int32 length) from the first
  * avail bytes of buf.  A length below 4 or above max_len (0 selects
  * SY_PG_DEFAULT_MAX_LEN; max_len counts the length word, like the

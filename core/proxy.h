@@ -319,9 +319,11 @@ struct sy_client {
      * translation to reuse (sy__relay_parsed): valid while the batch is in
      * the buffer parsed_in; *_at are their payloads' offsets (0: none). */
     const char *parsed_in;
-    size_t parse_at, bind_at;
+    size_t parse_at, bind_at, query_at;
     sy_pg_parse parsed_parse;
     sy_pg_bind parsed_bind;
+    sy_pg_span parsed_query;
+    int query_not_local;      /* its text starts with no word the proxy answers */
     /* login */
     char *secret;              /* the user's stored secret, NULL if unknown */
     struct sy_auth_lookup *lookup; /* an auth query in flight */
@@ -382,6 +384,9 @@ int sy__relay_refuse(sy_client *c, sy_link *l, int extended, const char *sqlstat
                      const char *message);
 /* A simple query the proxy answers itself (SET switchyard.x, ...). */
 int sy__relay_query_is_local(sy_client *c, const char *sql, size_t len);
+/* Whether sql starts with a word the proxy may answer itself (SET, RESET,
+ * DEALLOCATE, DISCARD): when not, it never answers it, whatever state. */
+int sy__relay_may_be_local(const char *sql, size_t len);
 /* Classifies sql (with the config's write functions).  remember: keep the
  * result for one later call with the same text at the same address (the
  * batch's statement, classified to route, then to translate). */

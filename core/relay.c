@@ -20,22 +20,25 @@ static void waiter_ready(sy_waiter *w, sy_conn *conn, int err);
 
 /* ------------------------------------------------------------ batches */
 
-/* Walks the messages stored in a batch buffer. */
+/* Walks the messages stored in a batch buffer (whole messages, framed and
+ * checked as they arrived). */
 static int next_msg(const sy_buf *b, size_t *pos, sy_pg_msg *m)
 {
     if (*pos >= b->len)
         return 0;
-    if (sy__pg_frame(b->buf + *pos, b->len - *pos, 0, m, NULL) != SY_PG_OK)
-        return 0;
+    *m = sy__pg_frame_known(b->buf + *pos);
     *pos += m->total;
     return 1;
 }
 
-/* Whether the proxy can answer the whole batch without a backend. */
+/* Whether the proxy can answer the whole batch without a backend.  Runs
+ * first on every batch, so it starts the batch's parse cache. */
 static int batch_is_local(sy_client *c)
 {
     size_t pos = 0;
     sy_pg_msg m;
+    c->parsed_in = c->batch.buf;
+    c->parse_at = c->bind_at = c->query_at = 0;
     while (next_msg(&c->batch, &pos, &m)) {
         switch (m.type) {
         case SY_PG_SYNC:
@@ -52,7 +55,14 @@ static int batch_is_local(sy_client *c)
             sy_pg_span sql;
             if (sy__pg_parse_query(&m, &sql, NULL) < 0)
                 return 1; /* answered with the parse error */
-            if (!sy__relay_query_is_local(c, sql.p, sql.len))
+            int maybe = sy__relay_may_be_local(sql.p, sql.len);
+            int local = maybe && sy__relay_query_is_local(c, sql.p, sql.len);
+            if (!c->query_at) {
+                c->query_at = (size_t)((const char *)m.payload - c->batch.buf);
+                c->parsed_query = sql;
+                c->query_not_local = !maybe;
+            }
+            if (!local)
                 return 0;
             break;
         }
@@ -139,8 +149,6 @@ static void find_route_sql(sy_client *c, batch_route *r)
     r->sql = NULL; /* r->stmt is read only once sql is set */
     r->len = 0;
     r->nparams = 0;
-    c->parsed_in = c->batch.buf;
-    c->parse_at = c->bind_at = 0;
     size_t pos = 0;
     sy_pg_msg m;
     sy_pg_span unnamed = {NULL, 0};
@@ -148,7 +156,9 @@ static void find_route_sql(sy_client *c, batch_route *r)
     while (next_msg(&c->batch, &pos, &m)) {
         if (m.type == SY_PG_QUERY) {
             sy_pg_span sql;
-            if (sy__pg_parse_query(&m, &sql, NULL) == 0)
+            if (sy__relay_parsed(c, &m, c->query_at))
+                consider(c, r, c->parsed_query.p, c->parsed_query.len);
+            else if (sy__pg_parse_query(&m, &sql, NULL) == 0)
                 consider(c, r, sql.p, sql.len);
         } else if (m.type == SY_PG_PARSE) {
             sy_pg_parse p;

@@ -305,12 +305,6 @@ int sy__link_flush(sy_link *l)
 
 /* ------------------------------------------------------------ reading */
 
-static uint32_t be32(const char *p)
-{
-    const unsigned char *u = (const unsigned char *)p;
-    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
-}
-
 /* Parameters a client may set and the server reports as they change;
  * recorded so the next backend gets them too. */
 static int reported_settable(const char *name)
@@ -555,7 +549,7 @@ static int process_run(sy_link *l, const char *data, size_t n)
         if (len - pos < 5)
             break;
         uint8_t type = (uint8_t)p[pos];
-        uint32_t mlen = be32(p + pos + 1);
+        uint32_t mlen = sy__pg_be32(p + pos + 1);
         if (mlen < 4) {
             if (flush_run(l) < 0)
                 return -1;

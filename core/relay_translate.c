@@ -177,7 +177,7 @@ static int deallocate_target(sy_client *c, const char *sql, size_t len,
 /* Whether the statement starts with a word the proxy may answer itself
  * (SET, RESET, DEALLOCATE, DISCARD): a cheap test before the real ones,
  * since nearly every query is something else. */
-static int may_be_local(const char *sql, size_t len)
+int sy__relay_may_be_local(const char *sql, size_t len)
 {
     size_t i = 0;
     for (;;) {
@@ -226,7 +226,7 @@ static local_kind local_query_kind(sy_client *c, sy_link *l, const char *sql, si
                                    sy_set_stmt *set, char *name, size_t cap)
 {
     sy_proxy *px = c->proxy;
-    if (!may_be_local(sql, len))
+    if (!sy__relay_may_be_local(sql, len))
         return LOCAL_NO;
     sy_set_kind k = sy__params_parse_set(sql, len, set);
     if (k == SY_SET_VALUE || k == SY_SET_RESET)
@@ -518,16 +518,21 @@ static int translate_query(sy_client *c, sy_link *l, const sy_pg_msg *m)
 {
     sy_pg_span sql;
     sy_pg_error err;
-    if (sy__pg_parse_query(m, &sql, &err) < 0)
+    int not_local = 0;
+    if (sy__relay_parsed(c, m, c->query_at)) {
+        sql = c->parsed_query;
+        not_local = c->query_not_local;
+    } else if (sy__pg_parse_query(m, &sql, &err) < 0) {
         return sy__relay_refuse(c, l, 0, err.sqlstate, err.message);
-    int local = try_local_query(c, l, sql.p, sql.len);
+    }
+    int local = not_local ? 0 : try_local_query(c, l, sql.p, sql.len);
     if (local != 0)
         return local < 0 ? -1 : 0;
     sy_set_stmt set;
     int effect = session_effect(c, sql.p, sql.len, &set);
     if (effect == 2)
         pin(c, sql.p, sql.len);
-    if (c->sticky && may_be_local(sql.p, sql.len)) {
+    if (c->sticky && !not_local && sy__relay_may_be_local(sql.p, sql.len)) {
         /* DEALLOCATE ALL / DISCARD ALL on a pinned backend drop the
          * statements the proxy prepared there too. */
         char name[8];

@@ -18,15 +18,12 @@ local split = require("lib.split")
 
 local router = split.new(sy)
 
--- The cluster tables live as long as this load of the policy (a reload
--- loads it again), so the default one is looked up once.
-local cluster = sy.topology.clusters[sy.topology.default_cluster]
-
 local policy = {}
 
-function policy.route(q)
-  return router.route(q, cluster)
-end
+-- route(q) for the default cluster.  The cluster tables live as long as
+-- this load of the policy (a reload loads it again), so it is looked up
+-- once; route_in binds it without a call of our own in between.
+policy.route = router.route_in(sy.topology.clusters[sy.topology.default_cluster])
 
 -- Refuses a (re)load whose options are wrong.
 policy.selftest = router.selftest

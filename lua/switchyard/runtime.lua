@@ -159,20 +159,19 @@ local function make_entries(state)
       kind, in_tx, flags, hints, schemas, session, retry
     others_set = true
     local r, msg, code = route(q)
-    local id = node_ids[r]
-    if id then return r, msg, code, id end
-    return r, msg, code
+    return r, msg, code, node_ids[r]
   end
   local function plain(kind, in_tx, session)
-    q.kind, q.in_tx, q.session = kind, in_tx, session
+    local fields = q
+    fields.kind = kind
+    fields.in_tx = in_tx
+    fields.session = session
     if others_set then
-      q.flags, q.hints, q.schemas, q.retry = empty, empty, empty, false
+      fields.flags, fields.hints, fields.schemas, fields.retry = empty, empty, empty, false
       others_set = false
     end
-    local r, msg, code = route(q)
-    local id = node_ids[r]
-    if id then return r, msg, code, id end
-    return r, msg, code
+    local r, msg, code = route(fields)
+    return r, msg, code, node_ids[r]
   end
   return full, plain
 end
