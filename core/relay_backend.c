@@ -138,11 +138,16 @@ static void clear_queue(sy_link *l)
 static void pop(sy_link *l)
 {
     sy_expect *h = &l->q[l->q_head];
-    sy__stmt_unref(l->proxy, h->stmt);
-    h->stmt = NULL;
-    sy__tracked_set_free(h->set);
-    h->set = NULL;
-    l->q_head = (l->q_head + 1) % l->q_cap;
+    if (h->stmt) { /* most entries hold neither */
+        sy__stmt_unref(l->proxy, h->stmt);
+        h->stmt = NULL;
+    }
+    if (h->set) {
+        sy__tracked_set_free(h->set);
+        h->set = NULL;
+    }
+    if (++l->q_head == l->q_cap)
+        l->q_head = 0;
     if (--l->q_len == 0) {
         l->q_head = 0;
         sy__buf_reset(&l->fakes);
@@ -163,7 +168,8 @@ static int push(sy_link *l, sy_expect x)
         l->q_cap = cap;
         l->q_head = 0;
     }
-    l->q[(l->q_head + l->q_len) % l->q_cap] = x;
+    unsigned at = l->q_head + l->q_len;
+    l->q[at < l->q_cap ? at : at - l->q_cap] = x;
     l->q_len++;
     return 0;
 }
