@@ -7,9 +7,10 @@
 #     modes (-M simple, extended, prepared), against each target.  Targets
 #     take turns within a mode (direct, pgbouncer, pgpool, switchyard, then
 #     the next mode) so drifting noise hits them alike; BENCH_ROUNDS (1)
-#     repeats the whole sweep and the median is reported.  For each proxy,
-#     the CPU it burned (utime+stime of its whole process tree, from
-#     /proc/PID/stat) per transaction: the cost a proxy adds on a box where it
+#     repeats the whole sweep, each round starting one target later, and
+#     the median is reported.  For each proxy,
+#     the CPU it burned (its whole process tree's run time, from the
+#     scheduler's schedstat) per transaction: the cost a proxy adds on a box where it
 #     shares cores with the server, which TPS alone hides on an idle machine.
 #  2. Memory: RSS of each proxy holding BENCH_IDLE_CLIENTS (5000) idle
 #     client connections.
@@ -113,18 +114,22 @@ tree_pids() {
             for (p in sel) if (p in parent) print p
         }'
 }
-# CPU clock ticks used so far by ROOT and all its descendants.
-tree_ticks() {
-    proc_table | awk -v root="$1" '
-        { parent[$1] = $2; t[$1] = $3 }
-        END {
-            sel[root] = 1; more = 1
-            while (more) {
-                more = 0
-                for (p in parent) if (!(p in sel) && (parent[p] in sel)) { sel[p] = 1; more = 1 }
-            }
-            s = 0; for (p in sel) s += t[p]; print s
-        }'
+# CPU nanoseconds used so far by ROOT and all its descendants: every
+# thread's run time from /proc/PID/task/TID/schedstat, which the scheduler
+# keeps to the nanosecond (utime and stime are sampled at clock ticks on
+# this kernel, a few per cent of noise on a 10 s run), plus the ticks of
+# children already reaped (cutime + cstime), which schedstat no longer
+# shows.
+tree_ns() {
+    pids=$(tree_pids "$1" | tr '\n' ' ')
+    live=0
+    for p in $pids; do
+        n=$(cat /proc/"$p"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }')
+        live=$((live + ${n:-0}))
+    done
+    reaped=$(for p in $pids; do cat /proc/"$p"/stat 2>/dev/null; done |
+        awk -v hz="$TCK" '{ sub(/^.*\) /, ""); s += $14 + $15 } END { printf "%.0f", s * 1e9 / hz }')
+    echo $((live + ${reaped:-0}))
 }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
@@ -298,14 +303,14 @@ run() {
     target "$1"
     out="$tmp/out.$1.$2.$3"
     before=0
-    [ -n "$tpid" ] && before=$(tree_ticks "$tpid")
+    [ -n "$tpid" ] && before=$(tree_ns "$tpid")
     # -n: no VACUUM first (the initial load did it; through a proxy it would
     # only add noise).
     rc=0
     pgbench -n -S -M "$2" -c $CLIENTS -j $THREADS -T "$SECS" \
         -h $HOST -p "$tport" -U postgres postgres > "$out" 2>&1 || rc=$?
     after=0
-    [ -n "$tpid" ] && after=$(tree_ticks "$tpid")
+    [ -n "$tpid" ] && after=$(tree_ns "$tpid")
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$out")
     tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out")
     failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out")
@@ -320,7 +325,7 @@ run() {
     fi
     cpu=-
     if [ -n "$tpid" ] && [ "${tx:-0}" -gt 0 ]; then
-        cpu=$(awk -v d=$((after - before)) -v hz="$TCK" -v n="$tx" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')
+        cpu=$(awk -v d=$((after - before)) -v n="$tx" 'BEGIN { printf "%.1f", d / 1e3 / n }')
     fi
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$status" "${tps:-0}" "$cpu" "$errors" "$first" >> "$results"
     if [ $status = ok ]; then
@@ -350,11 +355,27 @@ for t in $TARGETS; do
     fi
 done
 
+# The targets from position N (0-based) on, then the ones before it.
+rotated() {
+    from_n="" before_n=""
+    i=0
+    for t in $TARGETS; do
+        if [ $i -lt "$1" ]; then before_n="$before_n $t"; else from_n="$from_n $t"; fi
+        i=$((i + 1))
+    done
+    echo $from_n $before_n
+}
+
+# Each round starts the turn one target later, so over as many rounds as
+# there are targets none always runs right after another (Pgpool-II leaves
+# the server busy for a moment after its run).
+ntargets=$(echo $TARGETS | wc -w)
 r=1
 while [ $r -le "$ROUNDS" ]; do
     for m in $MODES; do
-        log "round $r, -M $m"
-        for t in $TARGETS; do
+        order=$(rotated $(((r - 1) % ntargets)))
+        log "round $r, -M $m: $order"
+        for t in $order; do
             if up "$t"; then run "$t" "$m" "$r"; fi
         done
     done
