@@ -7,8 +7,8 @@
 #     modes (-M simple, extended, prepared), against each target.  Targets
 #     take turns within a mode (direct, pgbouncer, pgpool, switchyard, then
 #     the next mode) so drifting noise hits them alike; BENCH_ROUNDS (1)
-#     repeats the whole sweep, each round starting one target later, and
-#     the median is reported.  For each proxy,
+#     repeats the whole sweep, each round starting one target later and
+#     every second one backwards, and the median is reported.  For each proxy,
 #     the CPU it burned (its whole process tree's run time, from the
 #     scheduler's schedstat) per transaction: the cost a proxy adds on a box where it
 #     shares cores with the server, which TPS alone hides on an idle machine.
@@ -366,14 +366,24 @@ rotated() {
     echo $from_n $before_n
 }
 
-# Each round starts the turn one target later, so over as many rounds as
-# there are targets none always runs right after another (Pgpool-II leaves
-# the server busy for a moment after its run).
+# The words given, last first.
+reversed() {
+    out=""
+    for t in "$@"; do out="$t $out"; done
+    echo $out
+}
+
+# Each round starts the turn one target later, and every second round runs
+# it backwards: rotating alone keeps each target behind the same one, and
+# what runs just before a target (Pgpool-II leaves the server busy for a
+# moment) should vary.  Over four rounds switchyard and PgBouncer each
+# follow Pgpool-II twice.
 ntargets=$(echo $TARGETS | wc -w)
 r=1
 while [ $r -le "$ROUNDS" ]; do
     for m in $MODES; do
         order=$(rotated $(((r - 1) % ntargets)))
+        if [ $((r % 2)) -eq 0 ]; then order=$(reversed $order); fi
         log "round $r, -M $m: $order"
         for t in $order; do
             if up "$t"; then run "$t" "$m" "$r"; fi
