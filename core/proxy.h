@@ -315,9 +315,9 @@ struct sy_client {
     const char *cls_sql;
     size_t cls_len;
     sy_statement cls_stmt;
-    /* The batch's first Parse and Bind as routing parsed them, for the
-     * translation to reuse (sy__relay_parsed): valid while the batch is in
-     * the buffer parsed_in; *_at are their payloads' offsets (0: none). */
+    /* The batch's first Parse, Bind and Query as routing parsed them, for
+     * the translation to reuse (sy__relay_parsed): valid while the batch is
+     * in the buffer parsed_in; *_at are their payloads' offsets (0: none). */
     const char *parsed_in;
     size_t parse_at, bind_at, query_at;
     sy_pg_parse parsed_parse;
@@ -392,8 +392,9 @@ int sy__relay_may_be_local(const char *sql, size_t len);
  * batch's statement, classified to route, then to translate). */
 void sy__relay_classify(sy_client *c, const char *sql, size_t len, sy_statement *out,
                         int remember);
-/* Whether m is the batch message routing parsed at offset at (c->parse_at
- * or c->bind_at), so its parse in c can stand for parsing it again. */
+/* Whether m is the batch message routing parsed at offset at (c->parse_at,
+ * c->bind_at or c->query_at), so its parse in c can stand for parsing it
+ * again. */
 int sy__relay_parsed(const sy_client *c, const sy_pg_msg *m, size_t at);
 /* The transaction status the client should be told ('I', 'T', 'E'). */
 char sy__relay_status(const sy_client *c, const sy_link *l);

@@ -140,8 +140,7 @@ int sy__relay_parsed(const sy_client *c, const sy_pg_msg *m, size_t at)
     /* Offsets, not pointers, were kept: the batch is only appended to
      * while it waits, so an offset holds even if the buffer moved; the
      * check on the buffer itself makes sure. */
-    return at && c->parsed_in && c->parsed_in == c->batch.buf &&
-           (const char *)m->payload == c->batch.buf + at;
+    return at && c->parsed_in == c->batch.buf && (const char *)m->payload == c->batch.buf + at;
 }
 
 static void find_route_sql(sy_client *c, batch_route *r)
@@ -204,6 +203,15 @@ static void find_route_sql(sy_client *c, batch_route *r)
         consider(c, r, "", 0);
 }
 
+/* The batch is done: empty it, and with it what was remembered of it (its
+ * classified statement, its parsed messages). */
+static void forget_batch(sy_client *c)
+{
+    c->cls_sql = NULL;
+    c->parsed_in = NULL;
+    sy__buf_reset(&c->batch);
+}
+
 /* Answers a batch the policy refused (or that found no backend): the
  * error, then ReadyForQuery for each Sync / Query in it. */
 static int fail_batch(sy_client *c, const char *sqlstate, const char *message)
@@ -230,9 +238,7 @@ static int fail_batch(sy_client *c, const char *sqlstate, const char *message)
     /* The batch is done with: a later one parks or reroutes afresh. */
     sy__park_done(c->proxy->engine, &c->park);
     c->rerouted = 0;
-    c->cls_sql = NULL;
-    c->parsed_in = NULL;
-    sy__buf_reset(&c->batch);
+    forget_batch(c);
     c->state = SY_CLIENT_IDLE;
     return rc < 0 || sy__client_flush(c) < 0 ? -1 : 0;
 }
@@ -245,9 +251,7 @@ static int translate_batch(sy_client *c, sy_link *l)
     int rc = 0;
     while (rc == 0 && next_msg(&c->batch, &pos, &m))
         rc = sy__relay_translate(c, l, &m);
-    c->cls_sql = NULL;
-    c->parsed_in = NULL;
-    sy__buf_reset(&c->batch);
+    forget_batch(c);
     return rc;
 }
 

@@ -518,21 +518,10 @@ static int handle_message(sy_link *l, const char *msg, size_t total)
     }
 }
 
-static int process_run(sy_link *l, const char *data, size_t n);
-
 /* Processes bytes read from the backend; keeps an incomplete message. */
 static int process(sy_link *l, const char *data, size_t n)
 {
-    int rc = process_run(l, data, n);
-    if (rc == -1) {
-        l->run_len = 0; /* the client is closed */
-        return -1;
-    }
-    return rc;
-}
-
-static int process_run(sy_link *l, const char *data, size_t n)
-{
+    l->run_len = 0; /* a run never outlives the call that gathered it */
     const char *p = data;
     size_t len = n;
     int from_in = l->in.len > 0;

@@ -162,7 +162,7 @@ local function make_entries(state)
     return r, msg, code, node_ids[r]
   end
   local function plain(kind, in_tx, session)
-    local fields = q
+    local fields = q -- one upvalue read for all the stores below
     fields.kind = kind
     fields.in_tx = in_tx
     fields.session = session
